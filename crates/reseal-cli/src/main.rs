@@ -1,0 +1,4 @@
+//! The `reseal` command line: flags and glue only.
+#![forbid(unsafe_code)]
+
+fn main() {}

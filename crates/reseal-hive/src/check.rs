@@ -1,0 +1,1 @@
+//! The structural checker (every rule of the regf validation checklist).

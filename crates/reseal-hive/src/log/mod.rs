@@ -1,0 +1,1 @@
+//! Transaction-log recovery of dirty hives (old DIRT and new HvLE formats).

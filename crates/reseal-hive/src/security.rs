@@ -1,0 +1,1 @@
+//! Self-relative security descriptors: validation and SID rewriting.

@@ -1,0 +1,1 @@
+//! Security identifiers: parsing, formatting, binary form.

@@ -1,0 +1,1 @@
+//! Finding and replacing a domain SID inside arbitrary data and names.

@@ -1,0 +1,1 @@
+//! Windows' upper-case table for registry name comparison.

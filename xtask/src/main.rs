@@ -1,0 +1,2 @@
+//! Project tasks: demo, test, fixtures, bench.
+fn main() {}
