@@ -14,16 +14,32 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod alloc;
 pub mod base_block;
 pub mod bytes;
+pub mod cells;
 pub mod check;
+mod create;
+mod edit;
 pub mod error;
+mod hive;
+pub mod key_node;
 pub mod log;
 pub mod names;
+mod read;
 pub mod regfile;
+mod save;
 pub mod security;
+mod security_cells;
 pub mod sid;
 pub mod sid_scan;
+mod subkey_list;
+pub mod time;
 pub mod upcase;
+pub mod value_node;
 
+pub use create::default_descriptor;
+pub use edit::{MAX_KEY_NAME, MAX_VALUE_NAME};
 pub use error::{HiveError, Result};
+pub use hive::{Hive, OpenInfo};
+pub use read::{KeyId, KeyInfo, Value, split_path};

@@ -76,3 +76,88 @@ pub fn to_display(units: &[u16]) -> String {
 pub fn to_units(s: &str) -> Vec<u16> {
     s.encode_utf16().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> Vec<u16> {
+        to_units(s)
+    }
+
+    #[test]
+    fn lh_hash_vectors() {
+        assert_eq!(lh_hash(&u("Software")), 0xE9FE_1463);
+        assert_eq!(lh_hash(&u("SOFTWARE")), 0xE9FE_1463);
+        assert_eq!(lh_hash(&u("Microsoft")), 0x7F00_CD26);
+        assert_eq!(lh_hash(&u("a")), 0x41);
+        assert_eq!(lh_hash(&u("ab")), 0x9A7);
+        assert_eq!(lh_hash(&u("äöü")), 0x0004_37EE);
+        assert_eq!(lh_hash(&u("ÿ")), 0x178);
+        assert_eq!(lh_hash(&u("ß2")), 0x206D);
+        assert_eq!(lh_hash(&[]), 0);
+    }
+
+    #[test]
+    fn hash_of_compressed_equals_hash_of_units() {
+        let (raw, comp) = encode_name(&u("äöü"));
+        assert!(comp);
+        assert_eq!(raw, vec![0xE4, 0xF6, 0xFC]);
+        assert_eq!(lh_hash(&decode_name(&raw, comp)), 0x0004_37EE);
+    }
+
+    #[test]
+    fn worked_sort_order() {
+        let order = [
+            "a", "ab", "AZ", "A_", "SS3", "Zx", "[x", "_x", "`x", "µx", "Àx", "ß2",
+        ];
+        for w in order.windows(2) {
+            assert_eq!(cmp_names(&u(w[0]), &u(w[1])), Ordering::Less, "{w:?}");
+            assert_eq!(cmp_names(&u(w[1]), &u(w[0])), Ordering::Greater, "{w:?}");
+        }
+        let mut shuffled: Vec<Vec<u16>> = order.iter().rev().map(|s| u(s)).collect();
+        shuffled.sort_by(|a, b| cmp_names(a, b));
+        let sorted: Vec<String> = shuffled.iter().map(|n| to_display(n)).collect();
+        assert_eq!(sorted, order);
+    }
+
+    #[test]
+    fn equality_is_case_insensitive() {
+        assert!(names_equal(&u("Software"), &u("SOFTWARE")));
+        assert!(names_equal(&u("äÖü"), &u("ÄöÜ")));
+        assert!(names_equal(&u("ÿ"), &u("Ÿ")));
+        assert!(!names_equal(&u("ß"), &u("SS")));
+        assert!(!names_equal(&u("µ"), &u("Μ")));
+        assert!(!names_equal(&u("ab"), &u("abc")));
+        assert_eq!(cmp_names(&u("ab"), &u("abc")), Ordering::Less);
+        assert_eq!(cmp_names(&u("ABC"), &u("abc")), Ordering::Equal);
+    }
+
+    #[test]
+    fn lf_hints() {
+        assert_eq!(lf_hint(&u("Software")), *b"Soft");
+        assert_eq!(lf_hint(&u("ab")), *b"ab\0\0");
+        assert_eq!(lf_hint(&u("äöü")), [0xE4, 0xF6, 0xFC, 0]);
+        assert_eq!(lf_hint(&u("aΩb")), [0; 4]);
+        // Only the first four units matter.
+        assert_eq!(lf_hint(&u("abcdΩ")), *b"abcd");
+    }
+
+    #[test]
+    fn encoding_round_trip() {
+        for s in ["Software", "äöü", "ÿ", "Ωmega", "\u{1F600}x", ""] {
+            let units = u(s);
+            let (raw, comp) = encode_name(&units);
+            assert_eq!(comp, units.iter().all(|&c| c <= 0xFF));
+            assert_eq!(raw.len(), if comp { units.len() } else { 2 * units.len() });
+            assert_eq!(decode_name(&raw, comp), units);
+        }
+        // Unpaired surrogates survive.
+        let lone = [0xD800u16, 0x41];
+        let (raw, comp) = encode_name(&lone);
+        assert!(!comp);
+        assert_eq!(decode_name(&raw, comp), lone);
+        // An odd trailing byte of a UTF-16 name is ignored, not a panic.
+        assert_eq!(decode_name(&[0x41, 0, 0x42], false), vec![0x41]);
+    }
+}
