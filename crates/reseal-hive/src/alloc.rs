@@ -36,16 +36,6 @@ impl Allocator {
         self.bins.last().map_or(0, |b| b.end())
     }
 
-    /// The bins, in order.
-    pub fn bins(&self) -> &[Bin] {
-        &self.bins
-    }
-
-    /// Number of free bytes in free cells.
-    pub fn free_bytes(&self) -> u64 {
-        self.free_by_offset.values().map(|&s| u64::from(s)).sum()
-    }
-
     fn insert_free(&mut self, off: u32, size: u32) {
         self.free_by_offset.insert(off, size);
         self.free_by_size.insert((size, off));

@@ -317,6 +317,18 @@ impl Hive {
         self.touch(key)
     }
 
+    /// Replaces the data of the value record `vi` of `key`.
+    pub(crate) fn replace_value_data(&mut self, key: KeyId, vi: u32, value_type: u32, data: &[u8]) -> Result<()> {
+        let old = self.value_node(vi)?;
+        let (len_raw, field) = self.store_data_reusing(&old, data)?;
+        let p = self.cell_mut(vi)?;
+        put_u32(p, vk::DATA_LEN, len_raw);
+        put_u32(p, vk::DATA, field);
+        put_u32(p, vk::TYPE, value_type);
+        self.raise_max(key, nk::MAX_VALUE_DATA, data.len() as u32)?;
+        self.touch(key)
+    }
+
     fn append_value(&mut self, key: KeyId, vi: u32) -> Result<()> {
         let node = self.key_node(key)?;
         let count = node.value_count as usize;

@@ -113,7 +113,7 @@ impl Hive {
     }
 
     pub(crate) fn set_security_id(&mut self, key: KeyId, sd: &[u8]) -> Result<()> {
-        validate_sd(sd)?;
+        crate::security::validate_descriptor(sd)?;
         let cur = self.key_node(key)?.security;
         if self.sk_descriptor(cur)? == sd {
             return Ok(());
@@ -176,16 +176,4 @@ impl Hive {
         self.modified = true;
         Ok(idx)
     }
-}
-
-fn validate_sd(sd: &[u8]) -> Result<()> {
-    if sd.len() < 20 || sd[0] != 1 || sd[3] & 0x80 == 0 {
-        return Err(HiveError::InvalidSecurityDescriptor {
-            offset: 0,
-            what: "descriptor header",
-            expected: "revision 1, self-relative, at least 20 bytes".into(),
-            found: format!("{} bytes", sd.len()),
-        });
-    }
-    Ok(())
 }

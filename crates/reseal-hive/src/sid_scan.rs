@@ -1,1 +1,709 @@
 //! Finding and replacing a domain SID inside arbitrary data and names.
+//!
+//! A machine SID `S-1-5-21-A-B-C` shows up in value data in three shapes:
+//! as a binary SID (possibly an account SID `…-RID`, at any byte offset
+//! because it is often embedded in a larger record), as a UTF-16LE string
+//! and, more rarely, as an ASCII/UTF-8 string. This module finds all three
+//! with a rare-byte prefilter (a vectorisable byte search) followed by an
+//! exact comparison, so that it can run over every value of a large hive.
+//!
+//! Matching rules:
+//! * binary: revision 1, a sub-authority count at least the old SID's (and
+//!   at most 15), the old authority and the old sub-authorities as a
+//!   prefix, and the whole SID (8 + 4·count bytes) inside the data;
+//! * strings: `S-1-<authority>-<sub>…` of the old SID, the `S` in either
+//!   case, not preceded by an ASCII letter or digit and not followed by a
+//!   decimal digit (so `…-C5` is another SID, while `…-C-1001` and `…-C\0`
+//!   match).
+
+use serde::Serialize;
+
+use crate::sid::{MAX_SUB_AUTHORITIES, Sid};
+
+/// Which encoding of a SID was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum SidForm {
+    /// Binary SID (MS-DTYP 2.4.2.2).
+    Binary,
+    /// UTF-16LE string `S-1-…`.
+    Utf16,
+    /// ASCII/UTF-8 string `S-1-…`.
+    Ascii,
+}
+
+/// One occurrence of the domain SID in a blob.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct BlobHit {
+    /// Byte offset in the searched data of the SID's first byte (the
+    /// revision byte of a binary SID, the `S` of a string).
+    pub offset: usize,
+    /// Its encoding.
+    pub form: SidForm,
+}
+
+/// An occurrence plus what replacing it needs.
+#[derive(Clone, Debug)]
+struct Match {
+    hit: BlobHit,
+    /// End (exclusive) of the bytes that encode the old domain part.
+    end: usize,
+    /// For binary hits: the sub-authority count found in the data.
+    count: u8,
+}
+
+/// How common a byte value is in registry data (lower is rarer); used to
+/// pick the byte of a needle that the prefilter searches for.
+fn commonness(b: u8) -> u8 {
+    match b {
+        0x00 => 255,
+        0xFF => 200,
+        0x01..=0x1F => 120,
+        b' ' | b'a'..=b'z' | b'A'..=b'Z' => 100,
+        0x21..=0x7F => 80,
+        _ => 10,
+    }
+}
+
+/// A byte string with a precomputed rare byte for the prefilter.
+struct Needle {
+    bytes: Vec<u8>,
+    rare_idx: usize,
+}
+
+impl Needle {
+    fn new(bytes: Vec<u8>) -> Needle {
+        let mut rare_idx = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if commonness(b) <= commonness(bytes[rare_idx]) {
+                rare_idx = i;
+            }
+        }
+        Needle { bytes, rare_idx }
+    }
+
+    /// Calls `f` with the start of every (possibly overlapping) occurrence;
+    /// `f` returns where the search resumes (at least start + 1).
+    fn for_each(&self, hay: &[u8], mut f: impl FnMut(usize) -> usize) {
+        let n = self.bytes.len();
+        if n == 0 || hay.len() < n {
+            return;
+        }
+        let rare = self.bytes[self.rare_idx];
+        // Only positions where the whole needle fits are candidates.
+        let last_start = hay.len() - n;
+        let mut from = self.rare_idx;
+        while let Some(p) = memchr(rare, hay, from) {
+            let start = p - self.rare_idx;
+            if start > last_start {
+                break;
+            }
+            if hay[start..start + n] == self.bytes[..] {
+                from = f(start).max(start + 1) + self.rare_idx;
+            } else {
+                from = p + 1;
+            }
+        }
+    }
+}
+
+/// Position of the first `b` in `hay[from..]`, as an index into `hay`.
+///
+/// Processes 32-byte blocks with a branch-free OR of comparisons, which the
+/// compiler turns into vector instructions, and only looks inside a block
+/// that contains the byte.
+fn memchr(b: u8, hay: &[u8], from: usize) -> Option<usize> {
+    let tail = hay.get(from..)?;
+    const BLOCK: usize = 32;
+    let mut chunks = tail.chunks_exact(BLOCK);
+    let mut base = from;
+    for chunk in &mut chunks {
+        let found = chunk.iter().fold(false, |acc, &c| acc | (c == b));
+        if found {
+            let i = chunk.iter().position(|&c| c == b).unwrap_or(0);
+            return Some(base + i);
+        }
+        base += BLOCK;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b)
+        .map(|i| base + i)
+}
+
+/// Precomputed needles for one old domain SID.
+struct Searcher {
+    sub_count: usize,
+    /// Authority (6 bytes) + sub-authorities of the old SID.
+    binary: Needle,
+    /// `-1-<authority>-…` (the string form without the leading `S`).
+    ascii: Needle,
+    /// The same in UTF-16LE.
+    utf16: Needle,
+}
+
+fn utf16le(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+fn string_tail(sid: &Sid) -> String {
+    // Display always starts with "S"; keep the rest.
+    let s = sid.to_string();
+    s[1..].to_string()
+}
+
+impl Searcher {
+    fn new(old: &Sid) -> Searcher {
+        let bin = old.to_bytes();
+        let tail = string_tail(old);
+        Searcher {
+            sub_count: old.sub_authorities().len(),
+            binary: Needle::new(bin[2..].to_vec()),
+            ascii: Needle::new(tail.as_bytes().to_vec()),
+            utf16: Needle::new(utf16le(&tail)),
+        }
+    }
+
+    fn find(&self, data: &[u8]) -> Vec<Match> {
+        let mut out = Vec::new();
+        // Binary: the needle starts at the authority, 2 bytes into the SID.
+        let n = self.sub_count;
+        self.binary.for_each(data, |s| {
+            if s < 2 || data[s - 2] != 1 {
+                return s + 1;
+            }
+            let count = data[s - 1] as usize;
+            let start = s - 2;
+            if count < n || count > MAX_SUB_AUTHORITIES || start + 8 + 4 * count > data.len() {
+                return s + 1;
+            }
+            out.push(Match {
+                hit: BlobHit {
+                    offset: start,
+                    form: SidForm::Binary,
+                },
+                end: start + 8 + 4 * n,
+                count: count as u8,
+            });
+            start + 8 + 4 * n
+        });
+        let len = self.ascii.bytes.len();
+        self.ascii.for_each(data, |s| {
+            if s < 1 || !matches!(data[s - 1], b'S' | b's') {
+                return s + 1;
+            }
+            if s >= 2 && data[s - 2].is_ascii_alphanumeric() {
+                return s + 1;
+            }
+            if data.get(s + len).is_some_and(|c| c.is_ascii_digit()) {
+                return s + 1;
+            }
+            out.push(Match {
+                hit: BlobHit {
+                    offset: s - 1,
+                    form: SidForm::Ascii,
+                },
+                end: s + len,
+                count: 0,
+            });
+            s + len
+        });
+        let len = self.utf16.bytes.len();
+        self.utf16.for_each(data, |s| {
+            let unit = |i: usize| -> Option<u16> {
+                Some(u16::from_le_bytes([*data.get(i)?, *data.get(i + 1)?]))
+            };
+            let is_ascii = |u: u16, f: fn(&u8) -> bool| u < 0x80 && f(&(u as u8));
+            if s < 2 || !matches!(unit(s - 2), Some(0x53 | 0x73)) {
+                return s + 1;
+            }
+            if s >= 4 && unit(s - 4).is_some_and(|u| is_ascii(u, u8::is_ascii_alphanumeric)) {
+                return s + 1;
+            }
+            if unit(s + len).is_some_and(|u| is_ascii(u, u8::is_ascii_digit)) {
+                return s + 1;
+            }
+            out.push(Match {
+                hit: BlobHit {
+                    offset: s - 2,
+                    form: SidForm::Utf16,
+                },
+                end: s + len,
+                count: 0,
+            });
+            s + len
+        });
+        out.sort_by_key(|m| m.hit.offset);
+        // Drop anything overlapping an earlier match (cannot happen with
+        // real SIDs, but keeps replacement well defined on any input).
+        let mut end = 0;
+        out.retain(|m| {
+            let keep = m.hit.offset >= end;
+            if keep {
+                end = m.end;
+            }
+            keep
+        });
+        out
+    }
+}
+
+/// Finds every occurrence of `old_domain` — the SID itself or the SID
+/// followed by more sub-authorities (RIDs) — in `data`, in binary form at
+/// any offset and in UTF-16LE and ASCII string forms (see the module
+/// documentation for the exact rules). Hits are sorted by offset and never
+/// overlap.
+pub fn find_domain_sid(data: &[u8], old_domain: &Sid) -> Vec<BlobHit> {
+    Searcher::new(old_domain)
+        .find(data)
+        .into_iter()
+        .map(|m| m.hit)
+        .collect()
+}
+
+/// Replaces every occurrence found by [`find_domain_sid`] with `new_domain`,
+/// keeping trailing RIDs, the case of the leading `S` and everything else.
+///
+/// String forms change length when the decimal numbers do; binary SIDs
+/// change length only when the two SIDs have different sub-authority
+/// counts (never for machine SIDs). A binary SID whose count would exceed 15
+/// after the replacement is left alone. Returns `None` when nothing was
+/// replaced; otherwise the new data and the hits, with offsets in the
+/// *original* data.
+pub fn replace_domain_sid(
+    data: &[u8],
+    old_domain: &Sid,
+    new_domain: &Sid,
+) -> Option<(Vec<u8>, Vec<BlobHit>)> {
+    let matches = Searcher::new(old_domain).find(data);
+    if matches.is_empty() {
+        return None;
+    }
+    let old_n = old_domain.sub_authorities().len();
+    let new_bin = new_domain.to_bytes();
+    let new_tail = string_tail(new_domain);
+    let new_ascii = new_tail.as_bytes();
+    let new_utf16 = utf16le(&new_tail);
+    let mut out = Vec::with_capacity(data.len() + 16 * matches.len());
+    let mut hits = Vec::with_capacity(matches.len());
+    let mut pos = 0;
+    for m in matches {
+        let start = m.hit.offset;
+        match m.hit.form {
+            SidForm::Binary => {
+                let count = m.count as usize - old_n + new_domain.sub_authorities().len();
+                if count > MAX_SUB_AUTHORITIES {
+                    continue;
+                }
+                out.extend_from_slice(&data[pos..start]);
+                out.push(1);
+                out.push(count as u8);
+                out.extend_from_slice(&new_bin[2..]);
+            }
+            SidForm::Ascii => {
+                // Keep the original 'S' or 's'.
+                out.extend_from_slice(&data[pos..start + 1]);
+                out.extend_from_slice(new_ascii);
+            }
+            SidForm::Utf16 => {
+                out.extend_from_slice(&data[pos..start + 2]);
+                out.extend_from_slice(&new_utf16);
+            }
+        }
+        pos = m.end;
+        hits.push(m.hit);
+    }
+    if hits.is_empty() {
+        return None;
+    }
+    out.extend_from_slice(&data[pos..]);
+    Some((out, hits))
+}
+
+/// Replaces the string form of `old_domain` (followed or not by RIDs) in a
+/// key or value name given as UTF-16 code units, with the same boundary
+/// rules as [`find_domain_sid`]. `None` when the name does not contain it.
+pub fn replace_domain_sid_in_units(
+    name: &[u16],
+    old_domain: &Sid,
+    new_domain: &Sid,
+) -> Option<Vec<u16>> {
+    let needle: Vec<u16> = string_tail(old_domain).encode_utf16().collect();
+    let repl: Vec<u16> = string_tail(new_domain).encode_utf16().collect();
+    let is_alnum = |u: u16| u < 0x80 && (u as u8).is_ascii_alphanumeric();
+    let is_digit = |u: u16| u < 0x80 && (u as u8).is_ascii_digit();
+    let mut out: Option<Vec<u16>> = None;
+    let mut copied = 0;
+    let mut i = 1;
+    while i + needle.len() <= name.len() {
+        let ok = matches!(name[i - 1], 0x53 | 0x73)
+            && name[i..i + needle.len()] == needle[..]
+            && !(i >= 2 && is_alnum(name[i - 2]))
+            && !name.get(i + needle.len()).is_some_and(|&u| is_digit(u));
+        if ok {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(name.len() + 8));
+            o.extend_from_slice(&name[copied..i]);
+            o.extend_from_slice(&repl);
+            i += needle.len();
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    let mut o = out?;
+    o.extend_from_slice(&name[copied..]);
+    Some(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sid(s: &str) -> Sid {
+        Sid::parse(s).unwrap()
+    }
+
+    fn old() -> Sid {
+        sid("S-1-5-21-3623811015-3361044348-30300820")
+    }
+
+    fn new_long() -> Sid {
+        sid("S-1-5-21-4000000000-4000000001-4000000002")
+    }
+
+    fn new_short() -> Sid {
+        sid("S-1-5-21-1-2-3")
+    }
+
+    fn u16s(s: &str) -> Vec<u8> {
+        utf16le(s)
+    }
+
+    #[test]
+    fn memchr_matches_naive() {
+        let hay: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+        for b in [0u8, 1, 7, 250, 255] {
+            for from in [0, 1, 31, 32, 33, 100, 299, 300, 301] {
+                let naive = hay
+                    .get(from..)
+                    .and_then(|t| t.iter().position(|&c| c == b))
+                    .map(|p| p + from);
+                assert_eq!(memchr(b, &hay, from), naive, "b={b} from={from}");
+            }
+        }
+    }
+
+    #[test]
+    fn binary_hits_at_odd_offsets() {
+        let d = old();
+        for off in [0usize, 1, 3, 5, 7, 13] {
+            let mut data = vec![0xAAu8; off];
+            data.extend_from_slice(&d.with_rid(1001).to_bytes());
+            data.extend_from_slice(&[0x11; 3]);
+            data.extend_from_slice(&d.to_bytes());
+            let hits = find_domain_sid(&data, &d);
+            assert_eq!(
+                hits,
+                vec![
+                    BlobHit {
+                        offset: off,
+                        form: SidForm::Binary
+                    },
+                    BlobHit {
+                        offset: off + 31,
+                        form: SidForm::Binary
+                    }
+                ]
+            );
+            let (out, h2) = replace_domain_sid(&data, &d, &new_short()).unwrap();
+            assert_eq!(h2, hits);
+            assert_eq!(out.len(), data.len());
+            assert_eq!(&out[..off], &data[..off]);
+            assert_eq!(
+                Sid::from_bytes(&out[off..]).unwrap().0,
+                new_short().with_rid(1001)
+            );
+            assert_eq!(Sid::from_bytes(&out[off + 31..]).unwrap().0, new_short());
+            assert!(find_domain_sid(&out, &d).is_empty());
+        }
+    }
+
+    #[test]
+    fn binary_rejects() {
+        let d = old();
+        // truncated account SID (count says 5, only the domain part present)
+        let mut b = d.with_rid(500).to_bytes();
+        b.truncate(24);
+        assert!(find_domain_sid(&b, &d).is_empty());
+        // wrong revision
+        let mut b = d.to_bytes();
+        b[0] = 2;
+        assert!(find_domain_sid(&b, &d).is_empty());
+        // count smaller than the domain's
+        let mut b = d.to_bytes();
+        b[1] = 3;
+        b.extend_from_slice(&[0; 4]);
+        assert!(find_domain_sid(&b, &d).is_empty());
+        // other domain, other authority, well-known SIDs
+        let mut data = sid("S-1-5-21-3623811015-3361044348-30300821").to_bytes();
+        data.extend(sid("S-1-6-21-3623811015-3361044348-30300820").to_bytes());
+        data.extend(sid("S-1-5-32-544").to_bytes());
+        data.extend(sid("S-1-5-18").to_bytes());
+        data.extend(sid("S-1-5-21-3623811015-3361044348").to_bytes());
+        assert!(find_domain_sid(&data, &d).is_empty());
+        assert!(replace_domain_sid(&data, &d, &new_long()).is_none());
+    }
+
+    #[test]
+    fn string_hits() {
+        let d = old();
+        let s = "x=S-1-5-21-3623811015-3361044348-30300820-1001;s-1-5-21-3623811015-3361044348-30300820\0";
+        let hits = find_domain_sid(s.as_bytes(), &d);
+        assert_eq!(
+            hits,
+            vec![
+                BlobHit {
+                    offset: 2,
+                    form: SidForm::Ascii
+                },
+                BlobHit {
+                    offset: 47,
+                    form: SidForm::Ascii
+                }
+            ]
+        );
+        let mut data = vec![7u8]; // odd start
+        data.extend(u16s(s));
+        let hits = find_domain_sid(&data, &d);
+        assert_eq!(
+            hits,
+            vec![
+                BlobHit {
+                    offset: 5,
+                    form: SidForm::Utf16
+                },
+                BlobHit {
+                    offset: 95,
+                    form: SidForm::Utf16
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn string_boundaries() {
+        let d = old();
+        let base = "S-1-5-21-3623811015-3361044348-30300820";
+        for (text, expect) in [
+            (base.to_string(), true),
+            (format!("{base}-500"), true),
+            (format!("\\{base}\\x"), true),
+            (format!("{base}5"), false),
+            (format!("{base}0-500"), false),
+            (format!("A{base}"), false),
+            (format!("9{base}"), false),
+            (format!("_{base}"), true),
+            (format!("{base}x"), true),
+            ("S-1-5-21-3623811015-3361044348-3030082".to_string(), false),
+            ("S-1-5-21-3623811015-3361044348-30300821".to_string(), false),
+            ("S-1-5-21-13623811015-3361044348-30300820".to_string(), false),
+            ("S-1-5-32-544".to_string(), false),
+            ("S-1-5-18".to_string(), false),
+            ("S-1-5-21-3623811015-3361044348".to_string(), false),
+            ("-1-5-21-3623811015-3361044348-30300820".to_string(), false),
+            ("X-1-5-21-3623811015-3361044348-30300820".to_string(), false),
+        ] {
+            let a = find_domain_sid(text.as_bytes(), &d);
+            assert_eq!(a.len(), expect as usize, "ascii {text:?}");
+            let u = find_domain_sid(&u16s(&text), &d);
+            assert_eq!(u.len(), expect as usize, "utf16 {text:?}");
+            let units: Vec<u16> = text.encode_utf16().collect();
+            assert_eq!(
+                replace_domain_sid_in_units(&units, &d, &new_short()).is_some(),
+                expect,
+                "units {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn replace_changes_string_lengths() {
+        let d = old();
+        let text = "p=S-1-5-21-3623811015-3361044348-30300820-1001|s-1-5-21-3623811015-3361044348-30300820";
+        for new in [new_short(), new_long()] {
+            let nt = new.to_string();
+            let expect = format!("p={nt}-1001|s{}", &nt[1..]);
+            let (out, hits) = replace_domain_sid(text.as_bytes(), &d, &new).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), expect);
+            assert_eq!(hits.len(), 2);
+            let (out, hits) = replace_domain_sid(&u16s(text), &d, &new).unwrap();
+            assert_eq!(out, u16s(&expect));
+            assert_eq!(hits.len(), 2);
+            let units: Vec<u16> = text.encode_utf16().collect();
+            let out = replace_domain_sid_in_units(&units, &d, &new).unwrap();
+            assert_eq!(String::from_utf16(&out).unwrap(), expect);
+        }
+        let units: Vec<u16> = "S-1-5-18".encode_utf16().collect();
+        assert_eq!(replace_domain_sid_in_units(&units, &d, &new_short()), None);
+        assert_eq!(replace_domain_sid_in_units(&[], &d, &new_short()), None);
+    }
+
+    #[test]
+    fn mixed_forms_and_binary_length_change() {
+        let d = old();
+        let mut data = b"S-1-5-21-3623811015-3361044348-30300820-500 ".to_vec();
+        data.extend(d.with_rid(500).to_bytes());
+        data.extend(u16s("S-1-5-21-3623811015-3361044348-30300820"));
+        let forms: Vec<_> = find_domain_sid(&data, &d).iter().map(|h| h.form).collect();
+        assert_eq!(forms, [SidForm::Ascii, SidForm::Binary, SidForm::Utf16]);
+        // a new domain with a different sub-authority count
+        let other = sid("S-1-5-21-9-9");
+        let (out, hits) = replace_domain_sid(&data, &d, &other).unwrap();
+        assert_eq!(hits.len(), 3);
+        assert!(find_domain_sid(&out, &d).is_empty());
+        assert_eq!(find_domain_sid(&out, &other).len(), 3);
+        let bin_at = "S-1-5-21-9-9-500 ".len();
+        assert_eq!(
+            Sid::from_bytes(&out[bin_at..]).unwrap().0.to_string(),
+            "S-1-5-21-9-9-500"
+        );
+    }
+
+    #[test]
+    fn tiny_and_empty_inputs() {
+        let d = old();
+        for n in 0..40 {
+            let data = vec![b'S'; n];
+            assert!(find_domain_sid(&data, &d).is_empty());
+            let data = vec![1u8; n];
+            assert!(find_domain_sid(&data, &d).is_empty());
+        }
+        let zero = sid("S-1-5");
+        let hits = find_domain_sid(b"S-1-5-18 S-1-5", &zero);
+        assert_eq!(hits.len(), 2);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Ins {
+        Bin(Option<u32>),
+        Ascii(Option<u32>),
+        Utf16(Option<u32>),
+    }
+
+    fn ins_strategy() -> impl Strategy<Value = Ins> {
+        let rid = proptest::option::of(any::<u32>());
+        prop_oneof![
+            rid.clone().prop_map(Ins::Bin),
+            rid.clone().prop_map(Ins::Ascii),
+            rid.prop_map(Ins::Utf16),
+        ]
+    }
+
+    fn domain_strategy() -> impl Strategy<Value = Sid> {
+        any::<[u8; 12]>().prop_map(Sid::random_machine_domain)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn find_reports_inserted(
+            d in domain_strategy(),
+            nd in domain_strategy(),
+            parts in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..64), ins_strategy()), 0..12),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            prop_assume!(d != nd);
+            let mut data = Vec::new();
+            let mut expect = Vec::new();
+            for (filler, ins) in &parts {
+                data.extend_from_slice(filler);
+                match ins {
+                    Ins::Bin(rid) => {
+                        let s = rid.map_or(d.clone(), |r| d.with_rid(r));
+                        expect.push(BlobHit { offset: data.len(), form: SidForm::Binary });
+                        data.extend(s.to_bytes());
+                    }
+                    Ins::Ascii(rid) => {
+                        let s = rid.map_or(d.clone(), |r| d.with_rid(r));
+                        data.push(b' ');
+                        expect.push(BlobHit { offset: data.len(), form: SidForm::Ascii });
+                        data.extend(s.to_string().bytes());
+                        data.push(b' ');
+                    }
+                    Ins::Utf16(rid) => {
+                        let s = rid.map_or(d.clone(), |r| d.with_rid(r));
+                        data.extend([b' ', 0]);
+                        expect.push(BlobHit { offset: data.len(), form: SidForm::Utf16 });
+                        data.extend(u16s(&s.to_string()));
+                        data.extend([b' ', 0]);
+                    }
+                }
+            }
+            data.extend_from_slice(&tail);
+            let hits = find_domain_sid(&data, &d);
+            prop_assert_eq!(&hits, &expect);
+            match replace_domain_sid(&data, &d, &nd) {
+                None => prop_assert!(expect.is_empty()),
+                Some((out, h)) => {
+                    prop_assert_eq!(&h, &expect);
+                    prop_assert!(find_domain_sid(&out, &d).is_empty());
+                    prop_assert_eq!(find_domain_sid(&out, &nd).len(), expect.len());
+                }
+            }
+        }
+
+        #[test]
+        fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), d in domain_strategy()) {
+            let _ = find_domain_sid(&data, &d);
+            let _ = replace_domain_sid(&data, &d, &Sid::random_machine_domain([1; 12]));
+            let units: Vec<u16> = data.chunks(2).map(|c| c[0] as u16 | (*c.get(1).unwrap_or(&0) as u16) << 8).collect();
+            let _ = replace_domain_sid_in_units(&units, &d, &Sid::random_machine_domain([1; 12]));
+        }
+    }
+
+    /// Throughput on a large synthetic blob; run with
+    /// `cargo test --release -p reseal-hive --lib scan_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn scan_throughput() {
+        let d = old();
+        // A mix resembling hive data: UTF-16 text with digits, GUID strings,
+        // zeros, small integers, pseudo-random binary and a few SIDs.
+        let mut data = Vec::with_capacity(64 << 20);
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        let mut n = 0u64;
+        while data.len() < 64 << 20 {
+            n += 1;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 8 {
+                0 => data.extend(u16s("C:\\Windows\\System32\\drivers\\etc 1234-5678 ")),
+                1 => data.extend(u16s("{4D36E967-E325-11CE-BFC1-08002BE10318}")),
+                2 => data.extend([0u8; 48]),
+                3 => data.extend(x.to_le_bytes()),
+                4 => data.extend(u16s("S-1-5-21-1-2-3-1001 S-1-5-18 S-1-5-32-544")),
+                5 => data.extend(b"ascii text 0123456789 S-1-5-80-12-34"),
+                6 if n % 4096 == 0 => data.extend(d.with_rid(500).to_bytes()),
+                _ => data.extend((x >> 8).to_le_bytes()),
+            }
+        }
+        let t = std::time::Instant::now();
+        let rounds = 5;
+        let mut total = 0;
+        for _ in 0..rounds {
+            total += find_domain_sid(&data, &d).len();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let mb = (data.len() * rounds) as f64 / (1024.0 * 1024.0);
+        println!(
+            "scan: {:.0} MB/s ({} hits per round, {} MiB blob)",
+            mb / secs,
+            total / rounds,
+            data.len() >> 20
+        );
+        assert!(total > 0);
+    }
+}

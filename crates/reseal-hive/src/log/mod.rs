@@ -547,6 +547,108 @@ pub fn find_log_paths(hive: &Path) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A minimal hive: base block + one empty 4 KiB bin.
+    fn tiny_hive(seq1: u32, seq2: u32) -> Vec<u8> {
+        let mut h = vec![0u8; BASE_BLOCK_SIZE + 4096];
+        h[0..4].copy_from_slice(b"regf");
+        put_u32(&mut h, OFF_SEQ1, seq1);
+        put_u32(&mut h, OFF_SEQ2, seq2);
+        put_u32(&mut h, 20, 1);
+        put_u32(&mut h, 24, 5);
+        put_u32(&mut h, 32, 1);
+        put_u32(&mut h, 36, 0x20);
+        put_u32(&mut h, OFF_LENGTH, 4096);
+        put_u32(&mut h, 44, 1);
+        store_checksum(&mut h[..BASE_BLOCK_SIZE]);
+        h[4096..4100].copy_from_slice(b"hbin");
+        put_u32(&mut h, 4096 + 8, 4096);
+        h
+    }
+
+    /// A new-format log whose entries each rewrite the bin with `marker`
+    /// at bin offset 0x100, numbered from `first`.
+    fn log(name: &str, hive: &[u8], first: u32, markers: &[u8]) -> LogFile {
+        let mut b = hive[..512].to_vec();
+        put_u32(&mut b, OFF_SEQ1, first);
+        put_u32(&mut b, OFF_SEQ2, first);
+        put_u32(&mut b, OFF_TYPE, 6);
+        store_checksum(&mut b);
+        for (k, &m) in markers.iter().enumerate() {
+            let mut page = hive[4096..8192].to_vec();
+            page[0x100] = m;
+            let mut e = vec![0u8; 48];
+            e[0..4].copy_from_slice(b"HvLE");
+            put_u32(&mut e, 8, 0);
+            put_u32(&mut e, 12, first.wrapping_add(k as u32));
+            put_u32(&mut e, 16, 4096);
+            put_u32(&mut e, 20, 1);
+            put_u32(&mut e, 40, 0);
+            put_u32(&mut e, 44, 4096);
+            e.extend_from_slice(&page);
+            e.resize(e.len().next_multiple_of(512), 0);
+            let size = e.len() as u32;
+            put_u32(&mut e, 4, size);
+            let h1 = marvin32(&e[40..], MARVIN32_LOG_SEED);
+            e[24..32].copy_from_slice(&h1.to_le_bytes());
+            let h2 = marvin32(&e[..32], MARVIN32_LOG_SEED);
+            e[32..40].copy_from_slice(&h2.to_le_bytes());
+            b.extend_from_slice(&e);
+        }
+        LogFile { name: name.into(), bytes: b }
+    }
+
+    #[test]
+    fn serial_ordering_across_wraparound() {
+        // Primary at 0xFFFFFFFF/0xFFFFFFFE; LOG1 continues after the wrap
+        // (header 0), LOG2 holds the earlier entries (0xFFFFFFFE, 0xFFFFFFFF).
+        let hive = tiny_hive(0xFFFF_FFFF, 0xFFFF_FFFE);
+        let l1 = log("h.LOG1", &hive, 0, &[0xA1, 0xA2]);
+        let l2 = log("h.LOG2", &hive, 0xFFFF_FFFE, &[0xB1, 0xB2]);
+        let r = recover("h", &hive, &[l1, l2]).unwrap();
+        let names: Vec<&str> = r.applied.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["h.LOG2", "h.LOG1"], "the log before the wrap goes first");
+        assert_eq!(r.applied[0].first_sequence, 0xFFFF_FFFE);
+        assert_eq!(r.applied[1].last_sequence, 1);
+        assert_eq!(r.data[4096 + 0x100], 0xA2, "the last entry after the wrap wins");
+        let bb = BaseBlock::parse("h", &r.data).unwrap();
+        assert_eq!((bb.seq1, bb.seq2), (2, 2));
+        assert!(bb.checksum_ok && !bb.is_dirty());
+        assert_eq!(r.dirty_pages, 4);
+        assert_eq!(r.max_log_sequence, Some(1), "1 is later than 0xFFFFFFFF in serial order");
+    }
+
+    #[test]
+    fn stale_log_is_not_eligible_and_gap_is_not_chained() {
+        let hive = tiny_hive(11, 10);
+        // LOG1 is stale (9 < 10); LOG2 starts at 10; a third log at 13
+        // leaves a gap after 11 and must not be chained.
+        let l1 = log("h.LOG1", &hive, 9, &[1]);
+        let l2 = log("h.LOG2", &hive, 10, &[2, 3]);
+        let l3 = log("h.LOG", &hive, 13, &[4]);
+        let r = recover("h", &hive, &[l1.clone(), l2, l3]).unwrap();
+        assert_eq!(r.applied.len(), 1);
+        assert_eq!(r.applied[0].name, "h.LOG2");
+        assert_eq!(r.data[4096 + 0x100], 3);
+        assert_eq!(r.max_log_sequence, Some(13));
+        match recover("h", &hive, &[l1]) {
+            Err(HiveError::DirtyWithoutLogs { reason, primary, secondary, .. }) => {
+                assert_eq!((primary, secondary), (11, 10));
+                assert!(reason.contains("h.LOG1") && reason.contains("stale"), "{reason}");
+            }
+            other => panic!("expected DirtyWithoutLogs, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clean_primary_is_returned_unchanged() {
+        let hive = tiny_hive(5, 5);
+        let l = log("h.LOG1", &hive, 6, &[9]);
+        let r = recover("h", &hive, &[l]).unwrap();
+        assert_eq!(r.data, hive);
+        assert!(r.applied.is_empty());
+        assert_eq!(r.max_log_sequence, Some(6));
+    }
+
     #[test]
     fn header_problem_reports_sequence_mismatch() {
         let mut b = vec![0u8; 512];

@@ -1,0 +1,218 @@
+//! Rewriting a machine (domain) SID everywhere in a hive: security
+//! descriptors, key names, value names and value data.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::hive::Hive;
+use crate::names::to_display;
+use crate::read::KeyId;
+use crate::security::{SdLocation, rewrite_descriptor_sids};
+use crate::sid::Sid;
+use crate::sid_scan::{SidForm, find_domain_sid, replace_domain_sid, replace_domain_sid_in_units};
+
+/// Where one occurrence of the SID was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SidPlace {
+    /// Inside a security descriptor (the key is the first one using it).
+    SecurityDescriptor {
+        /// Which part of the descriptor.
+        location: SdLocation,
+        /// How many keys share this descriptor.
+        keys_sharing: usize,
+    },
+    /// In the key's own name.
+    KeyName {
+        /// The name after the rewrite (same as before when only scanning).
+        new_name: String,
+    },
+    /// In a value's name.
+    ValueName {
+        /// The value's name before the rewrite.
+        value: String,
+    },
+    /// In a value's data.
+    ValueData {
+        /// The value's name.
+        value: String,
+        /// Byte offset in the original data.
+        offset: usize,
+        /// Encoding of the occurrence.
+        form: SidForm,
+    },
+}
+
+/// One occurrence of the SID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SidOccurrence {
+    /// Path of the key (before any rename), from the root.
+    pub key_path: String,
+    /// Where in or under that key.
+    pub place: SidPlace,
+}
+
+/// The outcome of [`Hive::rewrite_sids`] or [`Hive::find_sids`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SidReport {
+    /// Every occurrence, in key order.
+    pub occurrences: Vec<SidOccurrence>,
+    /// Security cells changed.
+    pub descriptors: usize,
+    /// Keys renamed.
+    pub key_names: usize,
+    /// Values renamed.
+    pub value_names: usize,
+    /// Values whose data changed.
+    pub value_data: usize,
+}
+
+impl Hive {
+    /// Lists every occurrence of `domain` (the SID itself or an account SID
+    /// under it) without changing anything.
+    pub fn find_sids(&self, domain: &Sid) -> Result<SidReport> {
+        Ok(self.plan_sids(domain, domain)?.report)
+    }
+
+    /// Rewrites every occurrence of the domain SID `old` into `new` (same
+    /// RIDs): in every security descriptor (owner, group, each ACE of DACL
+    /// and SACL including object and callback ACEs), in key names (keys are
+    /// renamed and re-sorted), value names and value data (binary SIDs at any
+    /// offset, UTF-16LE and ASCII string forms). Returns each occurrence.
+    pub fn rewrite_sids(&mut self, old: &Sid, new: &Sid) -> Result<SidReport> {
+        self.ensure_writable()?;
+        self.apply_sid_plan(old, new)
+    }
+
+    fn plan_sids(&self, old: &Sid, new: &Sid) -> Result<SidPlan> {
+        let mut keys = Vec::new();
+        self.walk(|path, k| {
+            keys.push((path.to_string(), k));
+            Ok(())
+        })?;
+        let mut plan = SidPlan::default();
+        let mut users: HashMap<u32, Vec<KeyId>> = HashMap::new();
+        let mut first_path: HashMap<u32, String> = HashMap::new();
+        for (path, k) in &keys {
+            let sk = self.key_node(*k)?.security;
+            users.entry(sk).or_default().push(*k);
+            first_path.entry(sk).or_insert_with(|| path.clone());
+        }
+        for sk in self.sk_ring()? {
+            let sd = self.sk_descriptor(sk)?;
+            if let Some((new_sd, hits)) = rewrite_descriptor_sids(sd, old, new)? {
+                let u = users.get(&sk).cloned().unwrap_or_default();
+                for h in hits {
+                    plan.report.occurrences.push(SidOccurrence {
+                        key_path: first_path.get(&sk).cloned().unwrap_or_default(),
+                        place: SidPlace::SecurityDescriptor {
+                            location: h.location,
+                            keys_sharing: u.len(),
+                        },
+                    });
+                }
+                plan.report.descriptors += 1;
+                plan.descriptors.push((sk, new_sd, u));
+            }
+        }
+        for (path, k) in &keys {
+            for (pos, vi) in self.value_indexes(*k)?.into_iter().enumerate() {
+                let v = self.value_node(vi)?;
+                let vname = to_display(&v.name);
+                let new_name = replace_domain_sid_in_units(&v.name, old, new);
+                if new_name.is_some() {
+                    plan.report.occurrences.push(SidOccurrence {
+                        key_path: path.clone(),
+                        place: SidPlace::ValueName {
+                            value: vname.clone(),
+                        },
+                    });
+                    plan.report.value_names += 1;
+                }
+                let data = self.value_data(&v)?;
+                let new_data = if old == new {
+                    let hits = find_domain_sid(&data, old);
+                    (!hits.is_empty()).then(|| (data.clone(), hits))
+                } else {
+                    replace_domain_sid(&data, old, new)
+                };
+                if let Some((_, hits)) = &new_data {
+                    for h in hits {
+                        plan.report.occurrences.push(SidOccurrence {
+                            key_path: path.clone(),
+                            place: SidPlace::ValueData {
+                                value: vname.clone(),
+                                offset: h.offset,
+                                form: h.form,
+                            },
+                        });
+                    }
+                    plan.report.value_data += 1;
+                }
+                if new_name.is_some() || new_data.is_some() {
+                    plan.values.push(ValueChange {
+                        key: *k,
+                        pos,
+                        vk: vi,
+                        value_type: v.value_type,
+                        new_name,
+                        new_data: new_data.map(|(d, _)| d),
+                    });
+                }
+            }
+            let name = self.key_node(*k)?.name;
+            if let Some(n) = replace_domain_sid_in_units(&name, old, new) {
+                let new_name = to_display(&n);
+                plan.report.occurrences.push(SidOccurrence {
+                    key_path: path.clone(),
+                    place: SidPlace::KeyName {
+                        new_name: new_name.clone(),
+                    },
+                });
+                plan.report.key_names += 1;
+                plan.renames.push((*k, new_name));
+            }
+        }
+        Ok(plan)
+    }
+
+    fn apply_sid_plan(&mut self, old: &Sid, new: &Sid) -> Result<SidReport> {
+        let plan = self.plan_sids(old, new)?;
+        for (sk, sd, users) in &plan.descriptors {
+            self.sk_replace(*sk, sd, users)?;
+        }
+        for c in &plan.values {
+            let mut vk = c.vk;
+            if let Some(n) = &c.new_name {
+                vk = self.rename_value(c.key, c.pos, vk, n)?;
+            }
+            if let Some(d) = &c.new_data {
+                self.replace_value_data(c.key, vk, c.value_type, d)?;
+            }
+        }
+        for (k, n) in &plan.renames {
+            self.rename_key_id(*k, n)?;
+        }
+        Ok(plan.report)
+    }
+}
+
+#[derive(Debug, Default)]
+struct SidPlan {
+    report: SidReport,
+    descriptors: Vec<(u32, Vec<u8>, Vec<KeyId>)>,
+    values: Vec<ValueChange>,
+    renames: Vec<(KeyId, String)>,
+}
+
+#[derive(Debug)]
+struct ValueChange {
+    key: KeyId,
+    pos: usize,
+    vk: u32,
+    value_type: u32,
+    new_name: Option<Vec<u16>>,
+    new_data: Option<Vec<u8>>,
+}
