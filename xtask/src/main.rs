@@ -1,2 +1,46 @@
-//! Project tasks: demo, test, fixtures, bench.
-fn main() {}
+//! Project tasks: `cargo xtask setup | test | demo | bench hive`.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod demo;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  setup        install what the tests need (Debian packages, Python validators, rustfmt, clippy)
+  test         setup, then cargo fmt --check, cargo clippy -D warnings and cargo test
+  demo         setup, then show the hive engine at work on a hive it generates
+  bench hive   benchmark the hive engine against other readers and writers (not yet)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["setup"] => setup::run(),
+        ["test"] => test::run(),
+        ["demo"] => demo::run(),
+        ["bench", rest @ ..] => bench::run(rest),
+        [] | ["help" | "-h" | "--help"] => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprint!("unknown task: {}\n\n{USAGE}", args.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

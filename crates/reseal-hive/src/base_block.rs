@@ -147,7 +147,13 @@ impl BaseBlock {
     /// dirty state), returning the first violation.
     pub fn validate_primary(&self, file: &str) -> Result<()> {
         let bad = |off: usize, what, exp: &str, found: u32| {
-            Err(HiveError::corrupt(file, off as u64, what, exp, found.to_string()))
+            Err(HiveError::corrupt(
+                file,
+                off as u64,
+                what,
+                exp,
+                found.to_string(),
+            ))
         };
         if self.major != 1 {
             return bad(OFF_MAJOR, "major version", "1", self.major);
@@ -162,7 +168,12 @@ impl BaseBlock {
             return bad(OFF_FORMAT, "file format", "1", self.format);
         }
         if self.length % 4096 != 0 || self.length == 0 {
-            return bad(OFF_LENGTH, "hive bins size", "a non-zero multiple of 4096", self.length);
+            return bad(
+                OFF_LENGTH,
+                "hive bins size",
+                "a non-zero multiple of 4096",
+                self.length,
+            );
         }
         if self.length > 0x8000_0000 {
             return bad(OFF_LENGTH, "hive bins size", "at most 2 GiB", self.length);

@@ -83,7 +83,10 @@ pub fn walk_bins(file: &str, data: &[u8], length: u32) -> Result<(Vec<Bin>, Vec<
             ));
         }
         let size = u32_at(data, off + 8).unwrap_or(0);
-        if size == 0 || size as usize % BIN_UNIT != 0 || u64::from(pos) + u64::from(size) > u64::from(length) {
+        if size == 0
+            || size as usize % BIN_UNIT != 0
+            || u64::from(pos) + u64::from(size) > u64::from(length)
+        {
             return Err(HiveError::corrupt(
                 file,
                 off as u64 + 8,

@@ -36,7 +36,7 @@ pub enum Severity {
 /// One broken rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
-    /// Absolute file offset of the offending structure.
+    /// Absolute file offset of the offending cell, record field or list entry.
     pub offset: u64,
     /// Item number of the validation checklist (regf-writing.md §17).
     pub rule: u32,
@@ -555,7 +555,9 @@ impl<'a> Checker<'a> {
                     self.marks[i] = self.marks[i].saturating_add(1);
                     let c = self.cells[i];
                     let start = BINS + c.idx as usize + 4;
-                    return self.data.get(start..BINS + c.idx as usize + c.size as usize);
+                    return self
+                        .data
+                        .get(start..BINS + c.idx as usize + c.size as usize);
                 }
             }
         };
@@ -573,7 +575,7 @@ impl<'a> Checker<'a> {
 
     /// Walks the key tree; returns the root key's security cell index.
     fn walk_keys(&mut self, root: u32) -> Option<u32> {
-        let root_at = BINS as u64 + u64::from(root);
+        let root_at = BINS as u64 + u64::from(root) + 4;
         let ok = root != NIL
             && root & 0x8000_0000 == 0
             && self.find(root).is_some_and(|i| self.cells[i].alloc);
@@ -581,7 +583,9 @@ impl<'a> Checker<'a> {
             self.error(
                 36,
                 11,
-                format!("expected the root index to point to an allocated nk cell, found {root:#x}"),
+                format!(
+                    "expected the root index to point to an allocated nk cell, found {root:#x}"
+                ),
             );
             return None;
         }
@@ -617,7 +621,7 @@ impl<'a> Checker<'a> {
     }
 
     fn check_key(&mut self, v: &Visit, stack: &mut Vec<Visit>) {
-        let at = BINS as u64 + u64::from(v.key);
+        let at = BINS as u64 + u64::from(v.key) + 4;
         let Some(i) = self.find(v.key) else { return };
         let c = self.cells[i];
         let Some(p) = self
@@ -803,7 +807,7 @@ impl<'a> Checker<'a> {
             else {
                 continue;
             };
-            let vat = BINS as u64 + u64::from(vidx);
+            let vat = BINS as u64 + u64::from(vidx) + 4;
             if vp.get(0..2) != Some(b"vk") || vp.len() < 20 {
                 self.error(
                     vat,
@@ -1016,7 +1020,8 @@ impl<'a> Checker<'a> {
             let s = u32_at(list, 4 * k).unwrap_or(NIL);
             let need = left.min(SEGMENT);
             left -= need;
-            if let Some(sp) = self.resolve(s, list_at + 4 * k as u64, "big-data segment", Share::Once)
+            if let Some(sp) =
+                self.resolve(s, list_at + 4 * k as u64, "big-data segment", Share::Once)
             {
                 if sp.len() < need as usize {
                     self.error(
@@ -1157,14 +1162,18 @@ impl<'a> Checker<'a> {
             });
         }
         if max_name < longest {
-            self.error(
-                at + 52,
-                19,
-                format!(
-                    "key {}: expected MaxNameLen >= {longest}, found {max_name}",
-                    display(key)
-                ),
+            let msg = format!(
+                "key {}: expected MaxNameLen >= {longest}, found {max_name}",
+                display(key)
             );
+            // Windows itself leaves MaxNameLen at 0 on some keys with
+            // subkeys (seen in a real Windows 7 SYSTEM hive); a stored 0 is
+            // a warning, any other value below the longest name an error.
+            if max_name == 0 {
+                self.warn(at + 52, 19, msg);
+            } else {
+                self.error(at + 52, 19, msg);
+            }
         }
         if nk.max_class < longest_class {
             self.error(
@@ -1180,14 +1189,7 @@ impl<'a> Checker<'a> {
     }
 
     /// Collects the entries of a subkey list (`top`: an ri is allowed here).
-    fn collect_list(
-        &mut self,
-        idx: u32,
-        from: u64,
-        key: &[u16],
-        out: &mut Vec<Entry>,
-        top: bool,
-    ) {
+    fn collect_list(&mut self, idx: u32, from: u64, key: &[u16], out: &mut Vec<Entry>, top: bool) {
         let Some(p) = self.resolve(idx, from, "subkey list", Share::Once) else {
             return;
         };
@@ -1231,7 +1233,10 @@ impl<'a> Checker<'a> {
                 self.error(
                     at,
                     16,
-                    format!("key {}: expected a leaf under an ri, found an ri", display(key)),
+                    format!(
+                        "key {}: expected a leaf under an ri, found an ri",
+                        display(key)
+                    ),
                 );
                 return;
             }
@@ -1321,12 +1326,14 @@ impl<'a> Checker<'a> {
         let mut cur = root_sk;
         let mut prev = NIL;
         loop {
-            let at = BINS as u64 + u64::from(cur);
+            let at = BINS as u64 + u64::from(cur) + 4;
             let Some(p) = self.resolve(cur, from, "security", Share::Many) else {
                 self.error(
                     from,
                     27,
-                    format!("expected the sk ring to continue at an allocated sk cell, found {cur:#x}"),
+                    format!(
+                        "expected the sk ring to continue at an allocated sk cell, found {cur:#x}"
+                    ),
                 );
                 break;
             };
@@ -1349,7 +1356,9 @@ impl<'a> Checker<'a> {
                 self.error(
                     at + 8,
                     27,
-                    format!("expected Blink {prev:#x} (the previous sk in the ring), found {blink:#x}"),
+                    format!(
+                        "expected Blink {prev:#x} (the previous sk in the ring), found {blink:#x}"
+                    ),
                 );
             }
             ring.insert(cur, (refs, at));
@@ -1361,9 +1370,11 @@ impl<'a> Checker<'a> {
                     let fb = u32_at(fp, 8).unwrap_or(NIL);
                     if fb != cur {
                         self.error(
-                            BINS as u64 + u64::from(root_sk) + 8,
+                            BINS as u64 + u64::from(root_sk) + 12,
                             27,
-                            format!("expected Blink {cur:#x} (the last sk of the ring), found {fb:#x}"),
+                            format!(
+                                "expected Blink {cur:#x} (the last sk of the ring), found {fb:#x}"
+                            ),
                         );
                     }
                 }
@@ -1581,7 +1592,10 @@ fn sid_len(b: &[u8]) -> Result<usize, String> {
 
 fn validate_acl(b: &[u8]) -> Result<(), String> {
     if b.len() < 8 {
-        return Err(format!("expected an 8-byte ACL header, found {} bytes", b.len()));
+        return Err(format!(
+            "expected an 8-byte ACL header, found {} bytes",
+            b.len()
+        ));
     }
     if !(2..=4).contains(&b[0]) {
         return Err(format!("expected ACL revision 2..=4, found {}", b[0]));
@@ -1677,6 +1691,189 @@ mod tests {
         bad[owner_off as usize + 1] = 16; // too many sub-authorities
         assert!(validate_descriptor(&bad).is_err());
         assert!(validate_descriptor(&sd[..group_off as usize + 4]).is_err());
+    }
+
+    /// A self-made version 1.5 hive: root "ROOT" with subkeys "a" and "B"
+    /// (lh), one inline DWORD value "v" on the root, one shared sk.
+    fn tiny_hive() -> Vec<u8> {
+        fn put(d: &mut [u8], o: usize, v: u32) {
+            d[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        fn nk(d: &mut [u8], cell: usize, size: u32, flags: u16, parent: u32, name: &[u8]) {
+            let p = BINS + cell + 4;
+            put(d, p - 4, size.wrapping_neg());
+            d[p..p + 2].copy_from_slice(b"nk");
+            d[p + 2..p + 4].copy_from_slice(&flags.to_le_bytes());
+            put(d, p + 16, parent);
+            for o in [28, 32, 40, 48] {
+                put(d, p + o, NIL);
+            }
+            put(d, p + 44, 0x168);
+            d[p + 72..p + 74].copy_from_slice(&(name.len() as u16).to_le_bytes());
+            d[p + 76..p + 76 + name.len()].copy_from_slice(name);
+        }
+        let mut d = vec![0u8; 2 * 4096];
+        d[0..4].copy_from_slice(b"regf");
+        for (o, v) in [
+            (4, 1),
+            (8, 1),
+            (20, 1),
+            (24, 5),
+            (32, 1),
+            (36, 0x20),
+            (40, 4096),
+            (44, 1),
+        ] {
+            put(&mut d, o, v);
+        }
+        let sum = checksum(&d);
+        put(&mut d, 508, sum);
+        d[BINS..BINS + 4].copy_from_slice(b"hbin");
+        put(&mut d, BINS + 8, 4096);
+        nk(&mut d, 0x20, 88, 0x2C, NIL, b"ROOT");
+        nk(&mut d, 0x78, 88, 0x20, 0x20, b"a");
+        nk(&mut d, 0xD0, 88, 0x20, 0x20, b"B");
+        let root = BINS + 0x24;
+        put(&mut d, root + 20, 2);
+        put(&mut d, root + 28, 0x128);
+        put(&mut d, root + 36, 1);
+        put(&mut d, root + 40, 0x140);
+        put(&mut d, root + 52, 2);
+        put(&mut d, root + 60, 2);
+        put(&mut d, root + 64, 4);
+        // lh
+        put(&mut d, BINS + 0x128, 24u32.wrapping_neg());
+        d[BINS + 0x12C..BINS + 0x130].copy_from_slice(b"lh\x02\x00");
+        put(&mut d, BINS + 0x130, 0x78);
+        put(&mut d, BINS + 0x134, lh_hash(&[u16::from(b'a')]));
+        put(&mut d, BINS + 0x138, 0xD0);
+        put(&mut d, BINS + 0x13C, lh_hash(&[u16::from(b'B')]));
+        // value list and vk
+        put(&mut d, BINS + 0x140, 8u32.wrapping_neg());
+        put(&mut d, BINS + 0x144, 0x148);
+        let vk = BINS + 0x14C;
+        put(&mut d, vk - 4, 32u32.wrapping_neg());
+        d[vk..vk + 4].copy_from_slice(b"vk\x01\x00");
+        put(&mut d, vk + 4, 0x8000_0004);
+        put(&mut d, vk + 8, 7);
+        put(&mut d, vk + 12, 4);
+        d[vk + 16] = 1;
+        d[vk + 20] = b'v';
+        // sk with a descriptor: DACL {S-1-5-18}, owner S-1-5-32-544, group S-1-5-18
+        let sk = BINS + 0x16C;
+        put(&mut d, sk - 4, 104u32.wrapping_neg());
+        d[sk..sk + 2].copy_from_slice(b"sk");
+        put(&mut d, sk + 4, 0x168);
+        put(&mut d, sk + 8, 0x168);
+        put(&mut d, sk + 12, 3);
+        let sd = tiny_descriptor();
+        put(&mut d, sk + 16, sd.len() as u32);
+        d[sk + 20..sk + 20 + sd.len()].copy_from_slice(&sd);
+        put(&mut d, BINS + 0x1D0, (4096 - 0x1D0) as u32);
+        d
+    }
+
+    fn tiny_descriptor() -> Vec<u8> {
+        let mut sd = vec![1u8, 0, 0x04, 0x80];
+        for v in [48u32, 64, 0, 20] {
+            sd.extend_from_slice(&v.to_le_bytes());
+        }
+        sd.extend_from_slice(&[2, 0, 28, 0, 1, 0, 0, 0]);
+        sd.extend_from_slice(&[0, 0, 20, 0, 0x3F, 0, 0x0F, 0]);
+        sd.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0]);
+        sd.extend_from_slice(&[1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 2, 0, 0]);
+        sd.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0]);
+        sd
+    }
+
+    fn rules(d: &[u8]) -> Vec<u32> {
+        check_image("tiny", d).error_rules()
+    }
+
+    #[test]
+    fn tiny_hive_is_clean() {
+        let r = check_image("tiny", &tiny_hive());
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!((r.keys, r.values, r.security_cells), (3, 1, 1));
+    }
+
+    #[test]
+    fn tiny_hive_corruptions() {
+        let put = |d: &mut Vec<u8>, o: usize, v: u32| d[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        let orig = tiny_hive();
+        // Siblings swapped.
+        let mut d = orig.clone();
+        let (a, b) = (d[0x1130..0x1138].to_vec(), d[0x1138..0x1140].to_vec());
+        d[0x1130..0x1138].copy_from_slice(&b);
+        d[0x1138..0x1140].copy_from_slice(&a);
+        assert_eq!(rules(&d), [17]);
+        // Wrong hash.
+        let mut d = orig.clone();
+        d[0x1134] ^= 1;
+        assert_eq!(rules(&d), [18]);
+        // Same name twice ("B" renamed "A").
+        let mut d = orig.clone();
+        d[BINS + 0xD4 + 76] = b'A';
+        put(&mut d, 0x113C, lh_hash(&[u16::from(b'A')]));
+        assert_eq!(rules(&d), [17]);
+        // Cell size not a multiple of 8.
+        let mut d = orig.clone();
+        put(&mut d, BINS + 0x140, 12u32.wrapping_neg());
+        assert!(rules(&d).contains(&8));
+        // Reference count.
+        let mut d = orig.clone();
+        put(&mut d, BINS + 0x16C + 12, 2);
+        assert_eq!(rules(&d), [28]);
+        // Ring: Flink to a non-sk cell.
+        let mut d = orig.clone();
+        put(&mut d, BINS + 0x16C + 4, 0x140);
+        assert!(rules(&d).contains(&27));
+        // MaxNameLen / MaxValueNameLen / MaxValueDataLen below actual.
+        for (o, v) in [(52, 1), (60, 1), (64, 3)] {
+            let mut d = orig.clone();
+            put(&mut d, BINS + 0x24 + o, v);
+            assert_eq!(rules(&d), [19], "offset {o}");
+        }
+        // Inline data longer than 4 bytes.
+        let mut d = orig.clone();
+        put(&mut d, BINS + 0x14C + 4, 0x8000_0005);
+        assert!(rules(&d).contains(&24));
+        // Name stored as UTF-16 although it fits Latin-1: "a" → "a\0" w/o flag.
+        let mut d = orig.clone();
+        let p = BINS + 0x7C;
+        d[p + 2] = 0;
+        d[p + 72] = 2;
+        assert!(rules(&d).contains(&13));
+        // Parent pointer.
+        let mut d = orig.clone();
+        put(&mut d, BINS + 0x7C + 16, 0xD0);
+        assert_eq!(rules(&d), [12]);
+        // Volatile flag on disk.
+        let mut d = orig.clone();
+        d[BINS + 0x7C + 2] |= 1;
+        assert_eq!(rules(&d), [11]);
+        // A subkey list shared by two keys ("a" lists its own siblings,
+        // itself included): caught as a double reference, no endless walk.
+        let mut d = orig.clone();
+        put(&mut d, BINS + 0x7C + 20, 2);
+        put(&mut d, BINS + 0x7C + 28, 0x128);
+        put(&mut d, BINS + 0x7C + 52, 2);
+        assert!(rules(&d).contains(&10));
+        // Descriptor: DACL AceCount too large.
+        let mut d = orig.clone();
+        d[BINS + 0x16C + 20 + 20 + 4] = 2;
+        assert_eq!(rules(&d), [29]);
+        // Base block: dirty and checksum.
+        let mut d = orig.clone();
+        put(&mut d, 4, 2);
+        assert_eq!(rules(&d), [2, 3]);
+        // Adjacent free cells are only a warning.
+        let mut d = orig.clone();
+        put(&mut d, BINS + 0x1D0, 0x20);
+        put(&mut d, BINS + 0x1F0, (4096 - 0x1F0) as u32);
+        let r = check_image("tiny", &d);
+        assert!(r.is_clean());
+        assert!(r.violations.iter().any(|v| v.rule == 9));
     }
 
     #[test]

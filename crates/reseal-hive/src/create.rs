@@ -105,7 +105,12 @@ pub fn new_hive(name: &str, minor: u32, root_name: &str) -> Result<Hive> {
     put_u16(&mut data, p + nk::FLAGS, flags);
     put_u64(&mut data, p + nk::TIMESTAMP, now);
     put_u32(&mut data, p + nk::PARENT, NIL);
-    for f in [nk::SUBKEY_LIST, nk::VOLATILE_LIST, nk::VALUE_LIST, nk::CLASS] {
+    for f in [
+        nk::SUBKEY_LIST,
+        nk::VOLATILE_LIST,
+        nk::VALUE_LIST,
+        nk::CLASS,
+    ] {
         put_u32(&mut data, p + f, NIL);
     }
     put_u32(&mut data, p + nk::SECURITY, sk_index);

@@ -104,8 +104,12 @@ pub fn render(value_type: u32, data: &[u8]) -> Option<String> {
                 .collect();
             Some(parts.join("\n"))
         }
-        4 if data.len() == 4 => Some(u32::from_le_bytes([data[0], data[1], data[2], data[3]]).to_string()),
-        5 if data.len() == 4 => Some(u32::from_be_bytes([data[0], data[1], data[2], data[3]]).to_string()),
+        4 if data.len() == 4 => {
+            Some(u32::from_le_bytes([data[0], data[1], data[2], data[3]]).to_string())
+        }
+        5 if data.len() == 4 => {
+            Some(u32::from_be_bytes([data[0], data[1], data[2], data[3]]).to_string())
+        }
         11 if data.len() == 8 => {
             let mut a = [0u8; 8];
             a.copy_from_slice(data);

@@ -11,7 +11,9 @@ use crate::hive::Hive;
 use crate::key_node::{KEY_COMP_NAME, KEY_NO_DELETE, off as nk};
 use crate::names::{cmp_names, encode_name, to_units};
 use crate::read::{KeyId, split_path};
-use crate::value_node::{BIG_DATA_SEGMENT, DATA_INLINE, VALUE_COMP_NAME, ValueNode, off as vk, uses_big_data};
+use crate::value_node::{
+    BIG_DATA_SEGMENT, DATA_INLINE, VALUE_COMP_NAME, ValueNode, off as vk, uses_big_data,
+};
 
 /// Longest key name accepted for new keys, in UTF-16 code units.
 pub const MAX_KEY_NAME: usize = 255;
@@ -122,10 +124,19 @@ impl Hive {
         let (raw, compressed) = encode_name(name);
         let mut rec = vec![0u8; nk::NAME + raw.len()];
         rec[0..2].copy_from_slice(b"nk");
-        put_u16(&mut rec, nk::FLAGS, if compressed { KEY_COMP_NAME } else { 0 });
+        put_u16(
+            &mut rec,
+            nk::FLAGS,
+            if compressed { KEY_COMP_NAME } else { 0 },
+        );
         put_u64(&mut rec, nk::TIMESTAMP, crate::time::now_filetime());
         put_u32(&mut rec, nk::PARENT, parent.0);
-        for f in [nk::SUBKEY_LIST, nk::VOLATILE_LIST, nk::VALUE_LIST, nk::CLASS] {
+        for f in [
+            nk::SUBKEY_LIST,
+            nk::VOLATILE_LIST,
+            nk::VALUE_LIST,
+            nk::CLASS,
+        ] {
             put_u32(&mut rec, f, NIL);
         }
         put_u32(&mut rec, nk::SECURITY, pnode.security);
@@ -261,20 +272,38 @@ impl Hive {
 
     /// Sets (creates or replaces) a value of the key at `path` ("" = the
     /// default value). Any type number and any size the hive version allows.
-    pub fn set_value(&mut self, path: &str, name: &str, value_type: u32, data: &[u8]) -> Result<()> {
+    pub fn set_value(
+        &mut self,
+        path: &str,
+        name: &str,
+        value_type: u32,
+        data: &[u8],
+    ) -> Result<()> {
         self.ensure_writable()?;
         let key = self.key(path)?;
         self.set_value_id(key, name, value_type, data)
     }
 
     /// Sets a value of a key given by id (see [`Hive::set_value`]).
-    pub fn set_value_id(&mut self, key: KeyId, name: &str, value_type: u32, data: &[u8]) -> Result<()> {
+    pub fn set_value_id(
+        &mut self,
+        key: KeyId,
+        name: &str,
+        value_type: u32,
+        data: &[u8],
+    ) -> Result<()> {
         self.ensure_writable()?;
         let units = to_units(name);
         self.set_value_units(key, &units, value_type, data)
     }
 
-    pub(crate) fn set_value_units(&mut self, key: KeyId, units: &[u16], value_type: u32, data: &[u8]) -> Result<()> {
+    pub(crate) fn set_value_units(
+        &mut self,
+        key: KeyId,
+        units: &[u16],
+        value_type: u32,
+        data: &[u8],
+    ) -> Result<()> {
         if units.len() > MAX_VALUE_NAME {
             return Err(HiveError::InvalidName {
                 name: String::from_utf16_lossy(units),
@@ -284,7 +313,10 @@ impl Hive {
         if data.len() > 0x7FFF_FFFF || (self.minor >= 4 && data.len() > BIG_DATA_SEGMENT * 0xFFFF) {
             return Err(HiveError::InvalidData {
                 name: String::from_utf16_lossy(units),
-                reason: format!("{} bytes is more than a registry value can hold", data.len()),
+                reason: format!(
+                    "{} bytes is more than a registry value can hold",
+                    data.len()
+                ),
             });
         }
         match self.find_value(key, units)? {
@@ -305,7 +337,11 @@ impl Hive {
                 put_u32(&mut rec, vk::DATA_LEN, len_raw);
                 put_u32(&mut rec, vk::DATA, field);
                 put_u32(&mut rec, vk::TYPE, value_type);
-                let flags = if compressed && !raw.is_empty() { VALUE_COMP_NAME } else { 0 };
+                let flags = if compressed && !raw.is_empty() {
+                    VALUE_COMP_NAME
+                } else {
+                    0
+                };
                 put_u16(&mut rec, vk::FLAGS, flags);
                 rec[vk::NAME..].copy_from_slice(&raw);
                 let vi = self.alloc_with(&rec)?;
@@ -318,7 +354,13 @@ impl Hive {
     }
 
     /// Replaces the data of the value record `vi` of `key`.
-    pub(crate) fn replace_value_data(&mut self, key: KeyId, vi: u32, value_type: u32, data: &[u8]) -> Result<()> {
+    pub(crate) fn replace_value_data(
+        &mut self,
+        key: KeyId,
+        vi: u32,
+        value_type: u32,
+        data: &[u8],
+    ) -> Result<()> {
         let old = self.value_node(vi)?;
         let (len_raw, field) = self.store_data_reusing(&old, data)?;
         let p = self.cell_mut(vi)?;
@@ -333,7 +375,11 @@ impl Hive {
         let node = self.key_node(key)?;
         let count = node.value_count as usize;
         let list = node.value_list;
-        let room = if list == NIL { 0 } else { self.cell(list)?.len() / 4 };
+        let room = if list == NIL {
+            0
+        } else {
+            self.cell(list)?.len() / 4
+        };
         let list = if count < room {
             list
         } else {
@@ -380,9 +426,7 @@ impl Hive {
     /// Like `store_data`, but reuses the old data cell when the new data fits.
     fn store_data_reusing(&mut self, old: &ValueNode, data: &[u8]) -> Result<(u32, u32)> {
         let len = data.len();
-        let old_plain = !old.is_inline()
-            && old.data_len() > 0
-            && !self.is_big_data_cell(old)?;
+        let old_plain = !old.is_inline() && old.data_len() > 0 && !self.is_big_data_cell(old)?;
         if old_plain && len > 4 && !uses_big_data(self.minor, len) {
             let p = self.cell_mut(old.data)?;
             if p.len() >= len {
@@ -458,7 +502,13 @@ impl Hive {
     }
 
     /// Renames a value in place or by moving its record (data kept).
-    pub(crate) fn rename_value(&mut self, key: KeyId, pos: usize, vi: u32, new: &[u16]) -> Result<u32> {
+    pub(crate) fn rename_value(
+        &mut self,
+        key: KeyId,
+        pos: usize,
+        vi: u32,
+        new: &[u16],
+    ) -> Result<u32> {
         if let Some((_, other, _)) = self.find_value(key, new)? {
             if other != vi {
                 return Err(HiveError::InvalidName {

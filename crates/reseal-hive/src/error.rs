@@ -53,7 +53,9 @@ pub enum HiveError {
     },
 
     /// A hive opened "as is" (dirty, without replay) cannot be modified or saved.
-    #[error("{file}: opened read-only as is (dirty, logs not replayed); it cannot be edited or saved")]
+    #[error(
+        "{file}: opened read-only as is (dirty, logs not replayed); it cannot be edited or saved"
+    )]
     ReadOnly {
         /// The hive file.
         file: String,
@@ -109,7 +111,9 @@ pub enum HiveError {
     },
 
     /// The hive cannot grow further (2 GiB stable storage limit).
-    #[error("{file}: hive would exceed the 2 GiB limit of stable storage (needs {needed} more bytes)")]
+    #[error(
+        "{file}: hive would exceed the 2 GiB limit of stable storage (needs {needed} more bytes)"
+    )]
     HiveFull {
         /// The hive file.
         file: String,
@@ -127,7 +131,9 @@ pub enum HiveError {
     },
 
     /// A security descriptor is malformed.
-    #[error("invalid security descriptor at offset {offset:#x} of the descriptor: {what}: expected {expected}, found {found}")]
+    #[error(
+        "invalid security descriptor at offset {offset:#x} of the descriptor: {what}: expected {expected}, found {found}"
+    )]
     InvalidSecurityDescriptor {
         /// Offset inside the descriptor.
         offset: usize,

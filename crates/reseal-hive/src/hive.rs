@@ -187,7 +187,11 @@ impl Hive {
         let start = BASE_BLOCK_SIZE + index as usize;
         let raw = i32_at(&self.data, start).unwrap_or(0);
         if raw >= 0 {
-            return bad("cell size", "an allocated cell (negative size)", raw.to_string());
+            return bad(
+                "cell size",
+                "an allocated cell (negative size)",
+                raw.to_string(),
+            );
         }
         let size = raw.unsigned_abs() as usize;
         if size < 8 || start + size > self.data.len() {

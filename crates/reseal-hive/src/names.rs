@@ -28,8 +28,9 @@ pub fn names_equal(a: &[u16], b: &[u16]) -> bool {
 
 /// The hash stored in `lh` leaves.
 pub fn lh_hash(name: &[u16]) -> u32 {
-    name.iter()
-        .fold(0u32, |h, &u| h.wrapping_mul(37).wrapping_add(u32::from(upcase(u))))
+    name.iter().fold(0u32, |h, &u| {
+        h.wrapping_mul(37).wrapping_add(u32::from(upcase(u)))
+    })
 }
 
 /// The 4-byte hint stored in `lf` leaves: the first four code units in their

@@ -320,7 +320,11 @@ impl Hive {
     }
 
     /// Finds a value: (position in the list, vk index, value).
-    pub(crate) fn find_value(&self, key: KeyId, name: &[u16]) -> Result<Option<(usize, u32, Value)>> {
+    pub(crate) fn find_value(
+        &self,
+        key: KeyId,
+        name: &[u16],
+    ) -> Result<Option<(usize, u32, Value)>> {
         for (i, vi) in self.value_indexes(key)?.into_iter().enumerate() {
             let vk = self.value_node(vi)?;
             if names_equal(&vk.name, name) {

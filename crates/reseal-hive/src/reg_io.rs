@@ -23,7 +23,12 @@ impl Hive {
     /// Exports the key at `key_path` and its subtree as `.reg` text. Each
     /// section's path is `prefix` followed by the key's path from the root;
     /// an empty prefix writes paths as `\a\b` (the form hivexregedit uses).
-    pub fn export_reg(&self, key_path: &str, prefix: &str, version: RegVersion) -> Result<RegWriter> {
+    pub fn export_reg(
+        &self,
+        key_path: &str,
+        prefix: &str,
+        version: RegVersion,
+    ) -> Result<RegWriter> {
         let start = self.key(key_path)?;
         let base = self.key_path(start)?;
         let mut w = RegWriter::new(version);
@@ -60,7 +65,13 @@ impl Hive {
             }
         }
         if err.is_some() {
-            return Err(HiveError::corrupt(&self.name, 0, "key tree", "a finite tree", "too many keys"));
+            return Err(HiveError::corrupt(
+                &self.name,
+                0,
+                "key tree",
+                "a finite tree",
+                "too many keys",
+            ));
         }
         Ok(w)
     }
@@ -120,7 +131,7 @@ impl Hive {
                 path: path.to_string(),
                 reason: format!("the .reg key path does not start with the prefix {pre:?}"),
             }),
-            None if path.len() >= 5 && path[..5].eq_ignore_ascii_case("HKEY_") => Err(HiveError::Refused {
+            None if path.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("HKEY_")) => Err(HiveError::Refused {
                 file: self.name.clone(),
                 path: path.to_string(),
                 reason: "the .reg key path names a registry root; give the prefix that maps to this hive's root \

@@ -195,10 +195,6 @@ struct Parsed {
     dacl: AclState,
 }
 
-fn hex_bytes(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
-}
-
 /// Checks an offset from the header: at least 20, inside, 4-byte aligned,
 /// with `min` bytes available.
 fn check_offset(sd: &[u8], off: usize, field: usize, what: &'static str, min: usize) -> Result<()> {
@@ -243,13 +239,18 @@ fn sid_in(sd: &[u8], off: usize, end: usize, what: &'static str) -> Result<SidAt
     }
 }
 
-fn component_sid(sd: &[u8], field: usize, what: &'static str) -> Result<Option<SidAt>> {
+fn component_sid(
+    sd: &[u8],
+    field: usize,
+    what: &'static str,
+    sid_what: &'static str,
+) -> Result<Option<SidAt>> {
     let off = u32_at(sd, field).unwrap_or(0) as usize;
     if off == 0 {
         return Ok(None);
     }
     check_offset(sd, off, field, what, 8)?;
-    sid_in(sd, off, sd.len(), what).map(Some)
+    sid_in(sd, off, sd.len(), sid_what).map(Some)
 }
 
 fn is_object_type(t: u8) -> bool {
@@ -350,7 +351,11 @@ fn parse_ace(sd: &[u8], p: usize, acl_rev: u8, acl_off: usize, acl_end: usize) -
         size,
         ace_type,
         flags,
-        mask: if size >= 8 { u32_at(sd, p + 4).unwrap_or(0) } else { 0 },
+        mask: if size >= 8 {
+            u32_at(sd, p + 4).unwrap_or(0)
+        } else {
+            0
+        },
         sids: Vec::new(),
         object_type: None,
         inherited_object_type: None,
@@ -399,7 +404,12 @@ fn parse_ace(sd: &[u8], p: usize, acl_rev: u8, acl_off: usize, acl_end: usize) -
         need(28, "compound ACE size")?;
         let ct = u16_at(sd, p + 8).unwrap_or(0);
         if ct != 1 {
-            return Err(bad(p + 8, "compound ACE type", "1 (impersonation)", ct.to_string()));
+            return Err(bad(
+                p + 8,
+                "compound ACE type",
+                "1 (impersonation)",
+                ct.to_string(),
+            ));
         }
         let server = sid_in(sd, p + 12, end, "compound ACE server SID")?;
         let client = sid_in(sd, server.off + server.len, end, "compound ACE client SID")?;
@@ -407,7 +417,11 @@ fn parse_ace(sd: &[u8], p: usize, acl_rev: u8, acl_off: usize, acl_end: usize) -
         ace.sids.push(server);
         ace.sids.push(client);
     } else {
-        // Unknown type: opaque.
+        // Unknown type: opaque; scanned for binary SIDs like raw
+        // application data.
+        if size > 4 {
+            ace.app = Some((p + 4, end, AppData::Raw));
+        }
         return Ok(ace);
     }
     if has_app_data(ace_type) && sid_end < end {
@@ -433,7 +447,12 @@ fn parse_acl(sd: &[u8], field: usize, what: &'static str) -> Result<AclInfo> {
     }
     let size = u16_at(sd, off + 2).unwrap_or(0) as usize;
     if size < 8 || size % 2 != 0 {
-        return Err(bad(off + 2, "ACL size", "an even number, at least 8", size.to_string()));
+        return Err(bad(
+            off + 2,
+            "ACL size",
+            "an even number, at least 8",
+            size.to_string(),
+        ));
     }
     if off + size > sd.len() {
         return Err(bad(
@@ -489,8 +508,8 @@ fn parse(sd: &[u8]) -> Result<Parsed> {
             format!("{control:#06x}"),
         ));
     }
-    let owner = component_sid(sd, 4, "owner offset")?;
-    let group = component_sid(sd, 8, "group offset")?;
+    let owner = component_sid(sd, 4, "owner offset", "owner SID")?;
+    let group = component_sid(sd, 8, "group offset", "group SID")?;
     let acl = |present: u16, field: usize, what| -> Result<AclState> {
         if control & present == 0 {
             Ok(AclState::Absent)
@@ -530,20 +549,19 @@ struct Edit {
     raw: bool,
 }
 
-fn acl_edits(
-    sd: &[u8],
-    acl: &AclInfo,
-    dacl: bool,
-    old: &Sid,
-    new: &Sid,
-    out: &mut Vec<Edit>,
-) {
+fn acl_edits(sd: &[u8], acl: &AclInfo, dacl: bool, old: &Sid, new: &Sid, out: &mut Vec<Edit>) {
     for (i, ace) in acl.aces.iter().enumerate() {
         let i = i as u16;
         let (loc, app_loc) = if dacl {
-            (SdLocation::Dacl { ace: i }, SdLocation::DaclAppData { ace: i })
+            (
+                SdLocation::Dacl { ace: i },
+                SdLocation::DaclAppData { ace: i },
+            )
         } else {
-            (SdLocation::Sacl { ace: i }, SdLocation::SaclAppData { ace: i })
+            (
+                SdLocation::Sacl { ace: i },
+                SdLocation::SaclAppData { ace: i },
+            )
         };
         for s in &ace.sids {
             push_edit(s, loc, false, old, new, out);
@@ -575,7 +593,14 @@ fn acl_edits(
     }
 }
 
-fn push_edit(s: &SidAt, location: SdLocation, raw: bool, old: &Sid, new: &Sid, out: &mut Vec<Edit>) {
+fn push_edit(
+    s: &SidAt,
+    location: SdLocation,
+    raw: bool,
+    old: &Sid,
+    new: &Sid,
+    out: &mut Vec<Edit>,
+) {
     if let Some(n) = s.sid.replace_prefix(old, new) {
         out.push(Edit {
             at: s.clone(),
@@ -606,7 +631,10 @@ pub fn rewrite_descriptor_sids(
 ) -> Result<Option<(Vec<u8>, Vec<SdHit>)>> {
     let parsed = parse(sd)?;
     let mut edits = Vec::new();
-    for (s, loc) in [(&parsed.owner, SdLocation::Owner), (&parsed.group, SdLocation::Group)] {
+    for (s, loc) in [
+        (&parsed.owner, SdLocation::Owner),
+        (&parsed.group, SdLocation::Group),
+    ] {
         if let Some(s) = s {
             push_edit(s, loc, false, old_domain, new_domain, &mut edits);
         }
@@ -647,7 +675,7 @@ pub fn rewrite_descriptor_sids(
     Ok(Some((out, hits)))
 }
 
-fn replacement<'a>(edits: &'a [Edit], off: usize) -> Option<&'a [u8]> {
+fn replacement(edits: &[Edit], off: usize) -> Option<&[u8]> {
     edits
         .iter()
         .find(|e| e.at.off == off && !e.raw)
@@ -701,7 +729,12 @@ fn rebuild_tokens(sd: &[u8], start: usize, end: usize, edits: &[Edit]) -> Option
 }
 
 fn too_big(offset: usize, what: &'static str, n: usize) -> HiveError {
-    bad(offset, what, "at most 65535 after the rewrite", n.to_string())
+    bad(
+        offset,
+        what,
+        "at most 65535 after the rewrite",
+        n.to_string(),
+    )
 }
 
 fn rebuild_ace(sd: &[u8], ace: &AceInfo, edits: &[Edit]) -> Result<Vec<u8>> {
@@ -715,7 +748,12 @@ fn rebuild_ace(sd: &[u8], ace: &AceInfo, edits: &[Edit]) -> Result<Vec<u8>> {
     }
     if let Some((start, app_end, AppData::Conditional(_))) = &ace.app {
         let tokens = rebuild_tokens(sd, start + 4, *app_end, edits).ok_or_else(|| {
-            bad(*start, "conditional expression", "a token stream", "unparsable tokens")
+            bad(
+                *start,
+                "conditional expression",
+                "a token stream",
+                "unparsable tokens",
+            )
         })?;
         out.extend_from_slice(&sd[p..start + 4]);
         out.extend_from_slice(&tokens);
@@ -790,7 +828,10 @@ fn guid_string(g: &[u8; 16]) -> String {
         "{d1:08x}-{d2:04x}-{d3:04x}-{:02x}{:02x}-{}",
         g[8],
         g[9],
-        g[10..].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        g[10..]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     )
 }
 
@@ -990,7 +1031,13 @@ fn sddl_rights(mask: u32, mandatory_label: bool) -> String {
         .collect()
 }
 
-fn sddl_acl(out: &mut String, tag: &str, flags: String, present: bool, aces: &Option<Vec<AceView>>) {
+fn sddl_acl(
+    out: &mut String,
+    tag: &str,
+    flags: String,
+    present: bool,
+    aces: &Option<Vec<AceView>>,
+) {
     if !present {
         return;
     }
@@ -1046,16 +1093,673 @@ pub fn to_sddl(view: &DescriptorView) -> String {
     sddl_acl(
         &mut s,
         "D:",
-        flags(SE_DACL_PROTECTED, SE_DACL_AUTO_INHERIT_REQ, SE_DACL_AUTO_INHERITED),
+        flags(
+            SE_DACL_PROTECTED,
+            SE_DACL_AUTO_INHERIT_REQ,
+            SE_DACL_AUTO_INHERITED,
+        ),
         view.control & SE_DACL_PRESENT != 0,
         &view.dacl,
     );
     sddl_acl(
         &mut s,
         "S:",
-        flags(SE_SACL_PROTECTED, SE_SACL_AUTO_INHERIT_REQ, SE_SACL_AUTO_INHERITED),
+        flags(
+            SE_SACL_PROTECTED,
+            SE_SACL_AUTO_INHERIT_REQ,
+            SE_SACL_AUTO_INHERITED,
+        ),
         view.control & SE_SACL_PRESENT != 0,
         &view.sacl,
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bytes::i32_at;
+    use proptest::prelude::*;
+
+    const CORPUS: &str = "/work/shared/corpus";
+
+    fn sid(s: &str) -> Sid {
+        Sid::parse(s).unwrap()
+    }
+
+    fn sidb(s: &str) -> Vec<u8> {
+        sid(s).to_bytes()
+    }
+
+    const D: &str = "S-1-5-21-3623811015-3361044348-30300820";
+
+    /// An ACE with the given body, padded to a multiple of 4.
+    fn ace(t: u8, flags: u8, mut body: Vec<u8>) -> Vec<u8> {
+        while body.len() % 4 != 0 {
+            body.push(0);
+        }
+        let mut v = vec![t, flags];
+        v.extend(((4 + body.len()) as u16).to_le_bytes());
+        v.extend(body);
+        v
+    }
+
+    fn basic(t: u8, flags: u8, mask: u32, s: &str, app: &[u8]) -> Vec<u8> {
+        let mut b = mask.to_le_bytes().to_vec();
+        b.extend(sidb(s));
+        b.extend_from_slice(app);
+        ace(t, flags, b)
+    }
+
+    fn object(t: u8, mask: u32, g1: Option<[u8; 16]>, g2: Option<[u8; 16]>, s: &str) -> Vec<u8> {
+        let mut b = mask.to_le_bytes().to_vec();
+        let of = g1.is_some() as u32 | (g2.is_some() as u32) << 1;
+        b.extend(of.to_le_bytes());
+        for g in [g1, g2].into_iter().flatten() {
+            b.extend(g);
+        }
+        b.extend(sidb(s));
+        ace(t, 0x02, b)
+    }
+
+    fn acl(rev: u8, aces: &[Vec<u8>], slack: usize) -> Vec<u8> {
+        let body: Vec<u8> = aces.concat();
+        let size = 8 + body.len() + slack;
+        let mut v = vec![rev, 0];
+        v.extend((size as u16).to_le_bytes());
+        v.extend((aces.len() as u16).to_le_bytes());
+        v.extend([0, 0]);
+        v.extend(body);
+        v.extend(vec![0xEE; slack]);
+        v
+    }
+
+    /// Descriptor with components in the order DACL, SACL, owner, group,
+    /// a 4-byte gap after the DACL and 4 trailing bytes.
+    fn descriptor(
+        control: u16,
+        owner: Option<&str>,
+        group: Option<&str>,
+        sacl: Option<Vec<u8>>,
+        dacl: Option<Vec<u8>>,
+    ) -> Vec<u8> {
+        let mut v = vec![1, 0];
+        v.extend(control.to_le_bytes());
+        v.extend([0; 16]);
+        let place = |v: &mut Vec<u8>, field: usize, bytes: Vec<u8>, gap: usize| {
+            let off = v.len() as u32;
+            v[field..field + 4].copy_from_slice(&off.to_le_bytes());
+            v.extend(bytes);
+            v.extend(vec![0xCC; gap]);
+        };
+        if let Some(d) = dacl {
+            place(&mut v, 16, d, 4);
+        }
+        if let Some(s) = sacl {
+            place(&mut v, 12, s, 0);
+        }
+        if let Some(o) = owner {
+            place(&mut v, 4, sidb(o), 0);
+        }
+        if let Some(g) = group {
+            place(&mut v, 8, sidb(g), 0);
+        }
+        v.extend([0xDD; 4]);
+        v
+    }
+
+    /// `artx` Member_of{SID(a), SID(b)} && Member_of{SID(c)} plus padding.
+    fn conditional(a: &str, b: &str, c: &str) -> Vec<u8> {
+        let tok = |s: &str| {
+            let b = sidb(s);
+            let mut v = vec![0x51];
+            v.extend((b.len() as u32).to_le_bytes());
+            v.extend(b);
+            v
+        };
+        let inner = [tok(a), tok(b)].concat();
+        let mut v = b"artx".to_vec();
+        v.push(0x50);
+        v.extend((inner.len() as u32).to_le_bytes());
+        v.extend(inner);
+        v.push(0x89);
+        // a unicode string literal and an integer, to be skipped
+        v.push(0x10);
+        v.extend(4u32.to_le_bytes());
+        v.extend([b'x', 0, b'y', 0]);
+        v.push(0x03);
+        v.extend([7, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
+        v.push(0x80);
+        v.push(0x50);
+        let t = tok(c);
+        v.extend((t.len() as u32).to_le_bytes());
+        v.extend(t);
+        v.push(0x89);
+        v.push(0xA0);
+        v.push(0xA0);
+        v
+    }
+
+    const G1: [u8; 16] = [
+        0x67, 0xE9, 0x36, 0x4D, 0x25, 0xE3, 0xCE, 0x11, 0xBF, 0xC1, 0x08, 0x00, 0x2B, 0xE1, 0x03,
+        0x18,
+    ];
+    const G2: [u8; 16] = [0x11; 16];
+
+    /// A descriptor exercising every place a SID can be.
+    fn rich() -> Vec<u8> {
+        let d = |rid: &str| format!("{D}-{rid}");
+        let mut raw = vec![0x42, 0x43, 0x44];
+        raw.extend(sidb(&d("7")));
+        raw.push(0x45);
+        let dacl = acl(
+            4,
+            &[
+                basic(0, 0x02, 0xF003F, "S-1-5-18", &[]),
+                basic(0, 0x02, 0xF003F, &d("1001"), &[]),
+                object(5, 0x10, Some(G1), Some(G2), &d("1002")),
+                object(6, 0x20, None, Some(G2), "S-1-5-32-544"),
+                basic(
+                    9,
+                    0,
+                    0x20019,
+                    "S-1-1-0",
+                    &conditional(&d("1003"), "S-1-5-32-545", D),
+                ),
+                basic(1, 0, 0x10000, &d("1004-5"), &[]),
+            ],
+            8,
+        );
+        let sacl = acl(
+            4,
+            &[
+                basic(2, 0x40, 0x10000, &d("500"), &[]),
+                basic(0x11, 0, 1, "S-1-16-12288", &[]),
+                {
+                    // callback object audit ACE, no GUIDs, opaque data
+                    let mut b = 0x100u32.to_le_bytes().to_vec();
+                    b.extend(0u32.to_le_bytes());
+                    b.extend(sidb(&d("501")));
+                    b.extend(&raw);
+                    ace(0x0F, 0x80, b)
+                },
+                ace(0x30, 0, [vec![9, 9, 9, 9], sidb(D)].concat()),
+            ],
+            0,
+        );
+        descriptor(
+            0x8014 | 0x1000,
+            Some(&d("500")),
+            Some(&d("513")),
+            Some(sacl),
+            Some(dacl),
+        )
+    }
+
+    fn map_view(v: &DescriptorView, old: &Sid, new: &Sid) -> DescriptorView {
+        let m = |s: &Option<Sid>| {
+            s.as_ref()
+                .map(|s| s.replace_prefix(old, new).unwrap_or(s.clone()))
+        };
+        let ml = |l: &Option<Vec<AceView>>| {
+            l.as_ref().map(|l| {
+                l.iter()
+                    .map(|a| AceView {
+                        sid: m(&a.sid),
+                        ..a.clone()
+                    })
+                    .collect()
+            })
+        };
+        DescriptorView {
+            control: v.control,
+            owner: m(&v.owner),
+            group: m(&v.group),
+            dacl: ml(&v.dacl),
+            sacl: ml(&v.sacl),
+        }
+    }
+
+    #[test]
+    fn rich_descriptor_is_valid() {
+        let sd = rich();
+        validate_descriptor(&sd).unwrap();
+        let v = parse_descriptor(&sd).unwrap();
+        assert_eq!(v.dacl.as_ref().unwrap().len(), 6);
+        assert_eq!(v.sacl.as_ref().unwrap().len(), 4);
+        let oa = &v.dacl.as_ref().unwrap()[2];
+        assert_eq!(
+            oa.object_type.as_deref(),
+            Some("4d36e967-e325-11ce-bfc1-08002be10318")
+        );
+        let sddl = to_sddl(&v);
+        assert!(
+            sddl.starts_with(&format!("O:{D}-500G:{D}-513D:P(A;CI;KA;;;SY)(A;CI;KA;;;{D}-1001)(OA;CI;RP;4d36e967-e325-11ce-bfc1-08002be10318;11111111-1111-1111-1111-111111111111;{D}-1002)")),
+            "{sddl}"
+        );
+        assert!(sddl.contains("(XA;;KR;;;WD)"), "{sddl}");
+        assert!(sddl.contains("S:(AU;SA;SD;;;"), "{sddl}");
+        assert!(sddl.contains("(ML;;NW;;;HI)"), "{sddl}");
+    }
+
+    #[test]
+    fn rewrite_same_length() {
+        let sd = rich();
+        let old = sid(D);
+        let new = sid("S-1-5-21-1-22-4000000000");
+        let (out, hits) = rewrite_descriptor_sids(&sd, &old, &new).unwrap().unwrap();
+        assert_eq!(out.len(), sd.len());
+        let locs: Vec<SdLocation> = hits.iter().map(|h| h.location).collect();
+        use SdLocation::*;
+        let mut expect = vec![
+            Owner,
+            Group,
+            Dacl { ace: 1 },
+            Dacl { ace: 2 },
+            DaclAppData { ace: 4 },
+            DaclAppData { ace: 4 },
+            Dacl { ace: 5 },
+            Sacl { ace: 0 },
+            Sacl { ace: 2 },
+            SaclAppData { ace: 2 },
+            SaclAppData { ace: 3 },
+        ];
+        let mut got = locs.clone();
+        let key = |l: &SdLocation| format!("{l:?}");
+        expect.sort_by_key(key);
+        got.sort_by_key(key);
+        assert_eq!(got, expect);
+        // Every hit now holds the new SID with the old RIDs; all other
+        // bytes are unchanged.
+        let mut touched = vec![false; sd.len()];
+        for h in &hits {
+            let (before, n) = Sid::from_bytes(&sd[h.offset..]).unwrap();
+            let (after, m) = Sid::from_bytes(&out[h.offset..]).unwrap();
+            assert_eq!(n, m);
+            assert_eq!(after, before.replace_prefix(&old, &new).unwrap());
+            touched[h.offset..h.offset + n]
+                .iter_mut()
+                .for_each(|t| *t = true);
+        }
+        for i in 0..sd.len() {
+            if !touched[i] {
+                assert_eq!(sd[i], out[i], "byte {i:#x} changed");
+            }
+        }
+        assert_eq!(
+            parse_descriptor(&out).unwrap(),
+            map_view(&parse_descriptor(&sd).unwrap(), &old, &new)
+        );
+        // Nothing of the old domain is left in binary form.
+        assert!(sid_scan::find_domain_sid(&out, &old).is_empty());
+        // Back again gives the original.
+        let (back, _) = rewrite_descriptor_sids(&out, &new, &old).unwrap().unwrap();
+        assert_eq!(back, sd);
+        // Nothing to do.
+        assert!(rewrite_descriptor_sids(&out, &old, &new).unwrap().is_none());
+    }
+
+    #[test]
+    fn rewrite_changes_length() {
+        let sd = rich();
+        let old = sid(D);
+        for new in [
+            sid("S-1-5-21-9-9"),
+            sid("S-1-5-21-1-2-3-4"),
+            sid("S-1-5-21"),
+        ] {
+            let (out, hits) = rewrite_descriptor_sids(&sd, &old, &new).unwrap().unwrap();
+            validate_descriptor(&out).unwrap();
+            // the opaque ones (SACL entries 2 and 3 app data) stay
+            assert_eq!(hits.len(), 9);
+            assert_eq!(
+                out.len() as isize - sd.len() as isize,
+                9 * 4 * (new.sub_authorities().len() as isize - 4)
+            );
+            assert_eq!(
+                parse_descriptor(&out).unwrap(),
+                map_view(&parse_descriptor(&sd).unwrap(), &old, &new)
+            );
+            // The conditional expression SIDs follow.
+            let p = parse(&out).unwrap();
+            let AclState::Present(dacl) = &p.dacl else {
+                panic!()
+            };
+            let Some((_, _, AppData::Conditional(sids))) = &dacl.aces[4].app else {
+                panic!("conditional data not parsed")
+            };
+            let got: Vec<String> = sids.iter().map(|s| s.sid.to_string()).collect();
+            assert_eq!(
+                got,
+                [
+                    format!("{new}-1003"),
+                    "S-1-5-32-545".to_string(),
+                    new.to_string()
+                ]
+            );
+            // slack and trailing bytes kept
+            assert_eq!(&out[out.len() - 4..], &[0xDD; 4]);
+            assert_eq!(
+                &out[dacl.off + dacl.size - 8..dacl.off + dacl.size],
+                &[0xEE; 8]
+            );
+            // And back again restores the original exactly.
+            let (back, _) = rewrite_descriptor_sids(&out, &new, &old).unwrap().unwrap();
+            assert_eq!(back, sd);
+        }
+    }
+
+    #[test]
+    fn rewrite_without_matches_and_overlaps() {
+        let sd = descriptor(
+            0x8004,
+            Some("S-1-5-32-544"),
+            Some("S-1-5-18"),
+            None,
+            Some(acl(2, &[basic(0, 2, 0xF003F, "S-1-5-18", &[])], 0)),
+        );
+        assert!(
+            rewrite_descriptor_sids(&sd, &sid(D), &sid("S-1-5-21-1-2-3"))
+                .unwrap()
+                .is_none()
+        );
+        // owner and group share one SID: fine in place, refused when sizes change
+        let mut sd = descriptor(0x8000, Some(&format!("{D}-500")), None, None, None);
+        let o = u32_at(&sd, 4).unwrap();
+        sd[8..12].copy_from_slice(&o.to_le_bytes());
+        let (out, hits) = rewrite_descriptor_sids(&sd, &sid(D), &sid("S-1-5-21-1-2-3"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(hits.len(), 2);
+        assert_eq!(
+            parse_descriptor(&out).unwrap().group.unwrap().to_string(),
+            "S-1-5-21-1-2-3-500"
+        );
+        assert!(matches!(
+            rewrite_descriptor_sids(&sd, &sid(D), &sid("S-1-5-21-1-2")),
+            Err(HiveError::InvalidSecurityDescriptor {
+                what: "component layout",
+                ..
+            })
+        ));
+    }
+
+    fn what_of(sd: &[u8]) -> &'static str {
+        match validate_descriptor(sd) {
+            Err(HiveError::InvalidSecurityDescriptor { what, .. }) => what,
+            Err(e) => panic!("unexpected {e}"),
+            Ok(()) => "valid",
+        }
+    }
+
+    #[test]
+    fn corrupted_descriptors() {
+        // A plain Windows-like descriptor: DACL at 0x14, owner, group.
+        let dacl = acl(
+            2,
+            &[
+                basic(0, 2, 0xF003F, "S-1-5-32-544", &[]),
+                basic(0, 2, 0x20019, "S-1-5-32-545", &[]),
+            ],
+            0,
+        );
+        let good = descriptor(
+            0x8004,
+            Some("S-1-5-32-544"),
+            Some(&format!("{D}-513")),
+            None,
+            Some(dacl),
+        );
+        assert_eq!(what_of(&good), "valid");
+        let owner = u32_at(&good, 4).unwrap() as usize;
+        let group = u32_at(&good, 8).unwrap() as usize;
+        let d = 0x14;
+        let first_ace = d + 8;
+        let second_ace = first_ace + 24;
+        let set32 =
+            |sd: &mut Vec<u8>, at: usize, v: u32| sd[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let set16 =
+            |sd: &mut Vec<u8>, at: usize, v: u16| sd[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("descriptor length", Box::new(|s| s.truncate(19))),
+            ("descriptor length", Box::new(|s| s.clear())),
+            ("revision", Box::new(|s| s[0] = 2)),
+            ("control", Box::new(|s| s[3] &= 0x7F)),
+            (
+                "owner offset",
+                Box::new(move |s| set32(s, 4, owner as u32 + 2)),
+            ),
+            ("owner offset", Box::new(move |s| set32(s, 4, 8))),
+            (
+                "owner offset",
+                Box::new(move |s| {
+                    let l = s.len() as u32;
+                    set32(s, 4, l)
+                }),
+            ),
+            ("owner offset", Box::new(move |s| set32(s, 4, u32::MAX - 3))),
+            ("owner SID", Box::new(move |s| s[owner] = 2)),
+            ("owner SID", Box::new(move |s| s[owner + 1] = 16)),
+            ("group SID", Box::new(move |s| s.truncate(group + 20))),
+            ("group SID", Box::new(move |s| s[group + 1] = 15)),
+            (
+                "DACL offset",
+                Box::new(move |s| {
+                    let l = s.len() as u32 + 4;
+                    set32(s, 16, l)
+                }),
+            ),
+            ("DACL offset", Box::new(move |s| set32(s, 16, 0x16))),
+            (
+                "SACL offset",
+                Box::new(move |s| {
+                    s[2] |= 0x10;
+                    set32(s, 12, 3)
+                }),
+            ),
+            ("ACL revision", Box::new(move |s| s[d] = 1)),
+            ("ACL revision", Box::new(move |s| s[d] = 5)),
+            ("ACL size", Box::new(move |s| set16(s, d + 2, 6))),
+            ("ACL size", Box::new(move |s| set16(s, d + 2, 57))),
+            ("ACL size", Box::new(move |s| set16(s, d + 2, 0xFFF0))),
+            ("ACE count", Box::new(move |s| set16(s, d + 4, 3))),
+            ("ACE size", Box::new(move |s| set16(s, first_ace + 2, 22))),
+            ("ACE size", Box::new(move |s| set16(s, first_ace + 2, 2))),
+            ("ACE size", Box::new(move |s| set16(s, second_ace + 2, 28))),
+            ("ACE size", Box::new(move |s| set16(s, first_ace + 2, 12))),
+            ("ACE SID", Box::new(move |s| s[first_ace + 9] = 6)),
+            ("ACE SID", Box::new(move |s| s[second_ace + 8] = 0)),
+            ("ACL revision", Box::new(move |s| s[first_ace] = 5)),
+        ];
+        for (i, (what, m)) in cases.iter().enumerate() {
+            let mut sd = good.clone();
+            m(&mut sd);
+            assert_eq!(what_of(&sd), *what, "case {i}");
+            assert!(parse_descriptor(&sd).is_err());
+            assert!(rewrite_descriptor_sids(&sd, &sid(D), &sid("S-1-5-21-1-2-3")).is_err());
+        }
+        // Object ACE whose GUID flags claim more than the ACE holds.
+        let mut a = object(5, 1, None, None, "S-1-5-18");
+        a[8] = 3;
+        let sd = descriptor(0x8004, None, None, None, Some(acl(4, &[a], 0)));
+        assert!(matches!(what_of(&sd), "object ACE size" | "object ACE SID"));
+        // A SID-less DACL entry of an unknown type is fine; so is a NULL DACL
+        // and an ACL with no entries.
+        let sd = descriptor(
+            0x8004,
+            None,
+            None,
+            None,
+            Some(acl(2, &[ace(0x40, 0, vec![1, 2, 3, 4])], 4)),
+        );
+        assert_eq!(what_of(&sd), "valid");
+        let sd = descriptor(0x8004, None, None, None, None);
+        assert_eq!(what_of(&sd), "valid");
+        assert_eq!(
+            to_sddl(&parse_descriptor(&sd).unwrap()),
+            "D:NO_ACCESS_CONTROL"
+        );
+        let sd = descriptor(0x8004, None, None, None, Some(acl(2, &[], 0)));
+        assert_eq!(to_sddl(&parse_descriptor(&sd).unwrap()), "D:");
+    }
+
+    #[test]
+    fn sddl_typical() {
+        let dacl = acl(
+            2,
+            &[
+                basic(0, 0x02, 0xF003F, "S-1-5-32-544", &[]),
+                basic(0, 0x02, 0xF003F, "S-1-5-18", &[]),
+                basic(0, 0x12, 0x20019, "S-1-5-32-545", &[]),
+                basic(0, 0x0A, 0x10000000, "S-1-3-0", &[]),
+                basic(0, 0x02, 0x20019 | 0x100000, "S-1-15-2-1", &[]),
+                basic(1, 0x01, 0x3, "S-1-5-5-0-1234", &[]),
+            ],
+            0,
+        );
+        let sd = descriptor(
+            0x8004 | 0x1000 | 0x400,
+            Some("S-1-5-32-544"),
+            Some("S-1-5-18"),
+            None,
+            Some(dacl),
+        );
+        assert_eq!(
+            to_sddl(&parse_descriptor(&sd).unwrap()),
+            "O:BAG:SYD:PAI(A;CI;KA;;;BA)(A;CI;KA;;;SY)(A;CIID;KR;;;BU)(A;CIIO;GA;;;CO)(A;CI;0x120019;;;AC)(D;OI;CCDC;;;S-1-5-5-0-1234)"
+        );
+    }
+
+    /// Descriptors of all sk cells of a hive, found by walking its bins.
+    fn sk_descriptors(hive: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut bin = 4096;
+        while hive.get(bin..bin + 4) == Some(b"hbin") {
+            let size = u32_at(hive, bin + 8).unwrap_or(0) as usize;
+            if size < 32 || bin + size > hive.len() {
+                break;
+            }
+            let mut c = bin + 32;
+            while c + 4 <= bin + size {
+                let cs = i32_at(hive, c).unwrap();
+                let len = cs.unsigned_abs() as usize;
+                if len < 8 || c + len > bin + size {
+                    break;
+                }
+                if cs < 0 && hive.get(c + 4..c + 6) == Some(b"sk") {
+                    let dl = u32_at(hive, c + 20).unwrap() as usize;
+                    assert!(24 + dl <= len, "descriptor longer than its cell at {c:#x}");
+                    out.push(hive[c + 24..c + 24 + dl].to_vec());
+                }
+                c += len;
+            }
+            bin += size;
+        }
+        out
+    }
+
+    fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                collect_files(&p, out);
+            } else if !p.to_string_lossy().to_ascii_lowercase().contains(".log") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn real_hive_descriptors() {
+        let root = std::path::Path::new(CORPUS);
+        let mut total = 0;
+        let mut rewritten = 0;
+        let mut files = Vec::new();
+        for dir in [
+            "DFIRArtifactMuseum/Windows/Registry",
+            "aiowinreg/tests/testdata",
+            "EricZimmerman-Registry/Registry.Test/Hives",
+        ] {
+            collect_files(&root.join(dir), &mut files);
+        }
+        files.push(root.join("notatin/NTUSER.DAT"));
+        files.push(root.join("nt-hive/testdata/testhive"));
+        files.sort();
+        for p in files {
+            let p = p.display().to_string();
+            // Deliberately damaged hives are not for this test.
+            if p.contains("NoRoot") || p.contains("Bad") || p.contains("NotAHive") {
+                continue;
+            }
+            let Ok(hive) = std::fs::read(&p) else {
+                continue;
+            };
+            if !hive.starts_with(b"regf") {
+                continue;
+            }
+            for sd in sk_descriptors(&hive) {
+                total += 1;
+                validate_descriptor(&sd).unwrap_or_else(|e| panic!("{p}: {e}"));
+                let v = parse_descriptor(&sd).unwrap();
+                let sddl = to_sddl(&v);
+                assert!(sddl.contains("D:"), "{p}: {sddl}");
+                // Rewrite every machine domain that appears.
+                let mut domains: Vec<Sid> = [v.owner.clone(), v.group.clone()]
+                    .into_iter()
+                    .chain(v.dacl.iter().flatten().map(|a| a.sid.clone()))
+                    .chain(v.sacl.iter().flatten().map(|a| a.sid.clone()))
+                    .flatten()
+                    .filter(|s| {
+                        s.authority() == 5
+                            && s.sub_authorities().len() >= 4
+                            && s.sub_authorities()[0] == 21
+                    })
+                    .map(|s| Sid::new(5, &s.sub_authorities()[..4]).unwrap())
+                    .collect();
+                domains.dedup();
+                for d in domains {
+                    let new = Sid::random_machine_domain([7; 12]);
+                    let (out, hits) = rewrite_descriptor_sids(&sd, &d, &new).unwrap().unwrap();
+                    assert!(!hits.is_empty());
+                    assert_eq!(out.len(), sd.len());
+                    assert!(sid_scan::find_domain_sid(&out, &d).is_empty());
+                    assert_eq!(parse_descriptor(&out).unwrap(), map_view(&v, &d, &new));
+                    rewritten += 1;
+                }
+            }
+        }
+        eprintln!("{total} real descriptors validated, {rewritten} rewritten");
+        if root.exists() {
+            assert!(total > 100);
+            assert!(rewritten > 10);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn mutations_never_panic(edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6), cut in any::<u16>()) {
+            let mut sd = rich();
+            for (at, v) in edits {
+                let i = at as usize % sd.len();
+                sd[i] = v;
+            }
+            if cut % 4 == 0 {
+                sd.truncate(cut as usize % (sd.len() + 1));
+            }
+            let _ = validate_descriptor(&sd);
+            if let Ok(v) = parse_descriptor(&sd) {
+                let _ = to_sddl(&v);
+            }
+            for new in ["S-1-5-21-1-2-3", "S-1-5-21-1"] {
+                if let Ok(Some((out, _))) = rewrite_descriptor_sids(&sd, &sid(D), &sid(new)) {
+                    prop_assert!(validate_descriptor(&out).is_ok());
+                }
+            }
+        }
+    }
 }

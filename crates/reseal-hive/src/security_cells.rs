@@ -36,7 +36,13 @@ impl Hive {
             ));
         }
         u32_at(p, field).ok_or_else(|| {
-            HiveError::corrupt(&self.name, file_offset(sk), "security cell", "a complete sk header", "a short cell")
+            HiveError::corrupt(
+                &self.name,
+                file_offset(sk),
+                "security cell",
+                "a complete sk header",
+                "a short cell",
+            )
         })
     }
 

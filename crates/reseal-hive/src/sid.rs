@@ -268,7 +268,10 @@ impl FromStr for Sid {
 }
 
 impl serde::Serialize for Sid {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
 }
@@ -387,7 +390,10 @@ mod tests {
         assert_eq!(Sid::from_bytes(&bad), None);
         // zero sub-authorities
         assert_eq!(
-            Sid::from_bytes(&[1, 0, 0, 0, 0, 0, 0, 5]).unwrap().0.to_string(),
+            Sid::from_bytes(&[1, 0, 0, 0, 0, 0, 0, 5])
+                .unwrap()
+                .0
+                .to_string(),
             "S-1-5"
         );
         // big authority
@@ -399,7 +405,11 @@ mod tests {
     fn domain_helpers() {
         let d = Sid::parse("S-1-5-21-1-2-3").unwrap();
         assert!(d.is_machine_domain());
-        assert!(!Sid::parse("S-1-5-21-1-2-3-500").unwrap().is_machine_domain());
+        assert!(
+            !Sid::parse("S-1-5-21-1-2-3-500")
+                .unwrap()
+                .is_machine_domain()
+        );
         assert!(!Sid::parse("S-1-5-32-544").unwrap().is_machine_domain());
         assert!(!Sid::parse("S-1-5-22-1-2-3").unwrap().is_machine_domain());
         let admin = d.with_rid(500);
@@ -417,10 +427,7 @@ mod tests {
             admin.replace_prefix(&d, &n).unwrap().to_string(),
             "S-1-5-21-7-8-9-500"
         );
-        assert_eq!(
-            Sid::parse("S-1-5-18").unwrap().replace_prefix(&d, &n),
-            None
-        );
+        assert_eq!(Sid::parse("S-1-5-18").unwrap().replace_prefix(&d, &n), None);
         let full = Sid::new(5, &[1; 15]).unwrap();
         assert_eq!(full.with_rid(9).sub_authorities().len(), 15);
         assert_eq!(full.with_rid(9).rid(), Some(9));

@@ -72,9 +72,7 @@ impl Hive {
         let p = self.cell(list)?;
         if p.get(0..2) == Some(b"ri") {
             let count = u16_at(p, 2).unwrap_or(0) as usize;
-            let leaves: Vec<u32> = (0..count)
-                .filter_map(|i| u32_at(p, 4 + i * 4))
-                .collect();
+            let leaves: Vec<u32> = (0..count).filter_map(|i| u32_at(p, 4 + i * 4)).collect();
             for l in leaves {
                 self.free_cell(l)?;
             }

@@ -17,8 +17,10 @@ fn create_set_delete_rename_on_new_hives() {
         h.create_key("Software\\Vendor\\Product").unwrap();
         h.create_key("Software\\Äpfel").unwrap();
         h.create_key("Software\\日本").unwrap();
-        h.set_value("Software\\Vendor", "Name", 1, &utf16z("hello")).unwrap();
-        h.set_value("Software\\Vendor", "", 4, &7u32.to_le_bytes()).unwrap();
+        h.set_value("Software\\Vendor", "Name", 1, &utf16z("hello"))
+            .unwrap();
+        h.set_value("Software\\Vendor", "", 4, &7u32.to_le_bytes())
+            .unwrap();
         h.set_value("Software\\Vendor", "empty", 3, &[]).unwrap();
         let big: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         h.set_value("Software\\Vendor", "big", 3, &big).unwrap();
@@ -29,7 +31,8 @@ fn create_set_delete_rename_on_new_hives() {
         assert_eq!(h.value(k, "").unwrap().unwrap().data, 7u32.to_le_bytes());
         assert_eq!(h.value(k, "empty").unwrap().unwrap().data, Vec::<u8>::new());
         // Replace big data by small, small by big.
-        h.set_value("Software\\Vendor", "big", 3, b"short data").unwrap();
+        h.set_value("Software\\Vendor", "big", 3, b"short data")
+            .unwrap();
         h.set_value("Software\\Vendor", "Name", 1, &big).unwrap();
         assert_clean(&h);
         let k = h.key("Software\\Vendor").unwrap();
@@ -42,12 +45,17 @@ fn create_set_delete_rename_on_new_hives() {
         assert_clean(&h);
         assert_eq!(h.subkeys(h.key("Many").unwrap()).unwrap().len(), 1200);
         assert!(h.open_key("Many\\KEY00777").unwrap().is_some());
-        h.rename_key("Many\\key00777", "a-much-longer-name-than-before-to-force-a-move").unwrap();
+        h.rename_key(
+            "Many\\key00777",
+            "a-much-longer-name-than-before-to-force-a-move",
+        )
+        .unwrap();
         assert!(h.open_key("Many\\key00777").unwrap().is_none());
-        assert!(h
-            .open_key("Many\\A-MUCH-LONGER-NAME-THAN-BEFORE-TO-FORCE-A-MOVE")
-            .unwrap()
-            .is_some());
+        assert!(
+            h.open_key("Many\\A-MUCH-LONGER-NAME-THAN-BEFORE-TO-FORCE-A-MOVE")
+                .unwrap()
+                .is_some()
+        );
         h.delete_key("Many").unwrap();
         h.delete_value("Software\\Vendor", "big").unwrap();
         assert_clean(&h);

@@ -48,7 +48,9 @@ fn have_tools(test: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
     for tool in ["hivexregedit", "hivexml"] {
         if !std::env::split_paths(&path).any(|d| d.join(tool).is_file()) {
-            println!("notice: {tool} not installed (Debian: libwin-hivex-perl, libhivex-bin), skipping {test}");
+            println!(
+                "notice: {tool} not installed (Debian: libwin-hivex-perl, libhivex-bin), skipping {test}"
+            );
             return false;
         }
     }
@@ -86,7 +88,10 @@ fn hivexml_counts(hive: &Path) -> Result<(usize, usize), String> {
         return Err(format!("hivexml {} failed", hive.display()));
     }
     let xml = String::from_utf8_lossy(&out.stdout);
-    Ok((xml.matches("<node ").count(), xml.matches("<value ").count()))
+    Ok((
+        xml.matches("<node ").count(),
+        xml.matches("<value ").count(),
+    ))
 }
 
 /// Path relative to the hive root ("" for the root itself).
@@ -120,13 +125,19 @@ fn parses_hivexregedit_exports_of_corpus_hives() {
     // (hive, must export): the first ones are required to work.
     let hives: &[(&str, bool)] = &[
         ("EricZimmerman-Registry/Registry.Test/Hives/SAM", true),
-        ("EricZimmerman-Registry/Registry.Test/Hives/NTUSER1.DAT", true),
+        (
+            "EricZimmerman-Registry/Registry.Test/Hives/NTUSER1.DAT",
+            true,
+        ),
         ("aiowinreg/tests/testdata/win2019_64/sam.reg", true),
         ("aiowinreg/tests/testdata/win2019_64/security.reg", true),
         ("plaso/test_data/NTUSER.DAT", true),
         ("EricZimmerman-Registry/Registry.Test/Hives/SECURITY", false),
         ("EricZimmerman-Registry/Registry.Test/Hives/BCD", false),
-        ("EricZimmerman-Registry/Registry.Test/Hives/UsrClassDeletedBags.dat", false),
+        (
+            "EricZimmerman-Registry/Registry.Test/Hives/UsrClassDeletedBags.dat",
+            false,
+        ),
         ("aiowinreg/tests/testdata/win2008_32/sam.reg", false),
         ("aiowinreg/tests/testdata/win2012_64/security.reg", false),
         ("aiowinreg/tests/testdata/nt/software.reg", false),
@@ -152,7 +163,11 @@ fn parses_hivexregedit_exports_of_corpus_hives() {
         };
         let doc = parse_reg(rel, &bytes).unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert_eq!(doc.version, RegVersion::V5, "{rel}");
-        assert_eq!(count_ops(&doc), counts, "{rel}: (keys, values) parsed vs hivexml");
+        assert_eq!(
+            count_ops(&doc),
+            counts,
+            "{rel}: (keys, values) parsed vs hivexml"
+        );
 
         // Every value belongs to the section just opened; the first section
         // is the root.
@@ -241,12 +256,22 @@ fn hivexregedit_merges_what_we_write() {
             vec![
                 sz(None, "default value"),
                 sz(Some("plain"), "hello world"),
-                sz(Some(r#"quotes "and" back\slash"#), r#"C:\Program Files\"x"\"#),
+                sz(
+                    Some(r#"quotes "and" back\slash"#),
+                    r#"C:\Program Files\"x"\"#,
+                ),
                 sz(Some("empty"), ""),
-                sz(Some("non-ascii"), "caf\u{e9} \u{20ac} \u{65e5}\u{672c} \u{1f600}"),
+                sz(
+                    Some("non-ascii"),
+                    "caf\u{e9} \u{20ac} \u{65e5}\u{672c} \u{1f600}",
+                ),
                 sz(Some("n\u{e9}e"), "latin name"),
                 raw("expand", 2, utf16z(r"%SystemRoot%\system32")),
-                raw("multi", 7, [utf16z("a"), utf16z("bb \u{e9}"), vec![0, 0]].concat()),
+                raw(
+                    "multi",
+                    7,
+                    [utf16z("a"), utf16z("bb \u{e9}"), vec![0, 0]].concat(),
+                ),
                 raw("qword", 11, 0x0123_4567_89ab_cdefu64.to_le_bytes().to_vec()),
                 raw("dword", 4, 0xdead_beefu32.to_le_bytes().to_vec()),
                 raw("short dword", 4, vec![1, 2, 3]),
@@ -280,7 +305,10 @@ fn hivexregedit_merges_what_we_write() {
     // The writer wrapped the big binary value the way regedit does.
     assert!(text.contains("\"big binary\"=hex:"));
     assert!(text.contains(",\\\r\n  "));
-    assert!(text.lines().all(|l| l.encode_utf16().count() <= 80), "{text}");
+    assert!(
+        text.lines().all(|l| l.encode_utf16().count() <= 80),
+        "{text}"
+    );
     let reg = dir.path().join("in.reg");
     std::fs::write(&reg, w.finish(RegEncoding::Utf8)).unwrap();
 

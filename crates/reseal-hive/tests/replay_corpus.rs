@@ -58,10 +58,21 @@ fn assert_clean(what: &str, data: &[u8]) -> BaseBlock {
     assert!(data.len() >= end, "{what}: file shorter than 4096 + Length");
     let mut pos = 4096;
     while pos < end {
-        assert_eq!(&data[pos..pos + 4], b"hbin", "{what}: bin signature at {pos:#x}");
-        assert_eq!(u32_at(data, pos + 4).unwrap() as usize, pos - 4096, "{what}: bin offset at {pos:#x}");
+        assert_eq!(
+            &data[pos..pos + 4],
+            b"hbin",
+            "{what}: bin signature at {pos:#x}"
+        );
+        assert_eq!(
+            u32_at(data, pos + 4).unwrap() as usize,
+            pos - 4096,
+            "{what}: bin offset at {pos:#x}"
+        );
         let size = u32_at(data, pos + 8).unwrap() as usize;
-        assert!(size >= 4096 && size % 4096 == 0 && pos + size <= end, "{what}: bin size at {pos:#x}");
+        assert!(
+            size >= 4096 && size % 4096 == 0 && pos + size <= end,
+            "{what}: bin size at {pos:#x}"
+        );
         pos += size;
     }
     bb
@@ -71,7 +82,10 @@ fn dirty_without_logs(r: reseal_hive::Result<Recovery>) -> String {
     match r {
         Err(HiveError::DirtyWithoutLogs { reason, .. }) => reason,
         Err(e) => panic!("expected DirtyWithoutLogs, got error {e}"),
-        Ok(r) => panic!("expected DirtyWithoutLogs, got a recovery applying {:?}", r.applied),
+        Ok(r) => panic!(
+            "expected DirtyWithoutLogs, got a recovery applying {:?}",
+            r.applied
+        ),
     }
 }
 
@@ -94,11 +108,22 @@ fn yarp_new_dirty_hive1_is_byte_identical_to_windows10() {
     // The order the logs are given in must not matter.
     for logs in [vec![l1.clone(), l2.clone()], vec![l2.clone(), l1.clone()]] {
         let r = recover("NewDirtyHive", &primary, &logs).unwrap();
-        assert!(r.data == expected, "recovered image differs from RecoveredHive_Windows10");
+        assert!(
+            r.data == expected,
+            "recovered image differs from RecoveredHive_Windows10"
+        );
         let got: Vec<_> = r
             .applied
             .iter()
-            .map(|a| (a.name.as_str(), a.format, a.entries, a.first_sequence, a.last_sequence))
+            .map(|a| {
+                (
+                    a.name.as_str(),
+                    a.format,
+                    a.entries,
+                    a.first_sequence,
+                    a.last_sequence,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -121,12 +146,18 @@ fn yarp_new_dirty_hive2_uses_only_log2() {
     };
     let d = yarp(&c).join("NewDirtyHive2");
     let primary = read(&d.join("NewDirtyHive"));
-    let logs = [log_file(&d.join("NewDirtyHive.LOG1")), log_file(&d.join("NewDirtyHive.LOG2"))];
+    let logs = [
+        log_file(&d.join("NewDirtyHive.LOG1")),
+        log_file(&d.join("NewDirtyHive.LOG2")),
+    ];
     let r = recover("NewDirtyHive", &primary, &logs).unwrap();
     // Primary is 4/3: LOG1 (header 2) is stale, LOG2 (3..5) applies.
     assert_eq!(r.applied.len(), 1);
     assert_eq!(r.applied[0].name, "NewDirtyHive.LOG2");
-    assert_eq!((r.applied[0].first_sequence, r.applied[0].last_sequence), (3, 5));
+    assert_eq!(
+        (r.applied[0].first_sequence, r.applied[0].last_sequence),
+        (3, 5)
+    );
     let bb = assert_clean("NewDirtyHive2", &r.data);
     assert_eq!(bb.seq1, 6);
     assert_eq!(r.max_log_sequence, Some(5));
@@ -135,7 +166,10 @@ fn yarp_new_dirty_hive2_uses_only_log2() {
 fn recover_old_dirty_hive(c: &Path) -> Recovery {
     let d = yarp(c).join("OldDirtyHive");
     let primary = read(&d.join("OldDirtyHive"));
-    let logs = [log_file(&d.join("OldDirtyHive.LOG1")), log_file(&d.join("OldDirtyHive.LOG2"))];
+    let logs = [
+        log_file(&d.join("OldDirtyHive.LOG1")),
+        log_file(&d.join("OldDirtyHive.LOG2")),
+    ];
     recover("OldDirtyHive", &primary, &logs).unwrap()
 }
 
@@ -153,16 +187,31 @@ fn yarp_old_dirty_hive_matches_windows7() {
     assert_eq!(bb.seq1, 5);
     assert_eq!(r.data.len(), expected.len());
     let eb = BaseBlock::parse("RecoveredHive_Windows7", &expected).unwrap();
-    assert_eq!((bb.length, bb.root, bb.minor), (eb.length, eb.root, eb.minor));
+    assert_eq!(
+        (bb.length, bb.root, bb.minor),
+        (eb.length, eb.root, eb.minor)
+    );
     // The bins must be Windows' except the first bin's timestamp and one
     // byte Windows changed after recovery. (The base block differs: Windows
     // 7 flushed again afterwards, bumping sequence numbers and timestamp.)
+    // The timestamp field is 8 bytes (0x1014..0x101C); Windows' later flush
+    // changed its bytes 0x1014..=0x1018.
     let diffs: Vec<usize> = (4096..expected.len())
         .filter(|&i| r.data[i] != expected[i])
-        .filter(|&i| !(0x1014..0x1018).contains(&i) && i != 0x6BDC8)
+        .filter(|&i| !(0x1014..0x101C).contains(&i) && i != 0x6BDC8)
         .collect();
-    assert!(diffs.is_empty(), "differences at {:#x?}", &diffs[..diffs.len().min(16)]);
-    assert_eq!(r.dirty_pages, 64, "bits set in the dirty vector (2 x 16 bytes of 0xFF / 8 bits)");
+    assert!(
+        diffs.is_empty(),
+        "differences at {:#x?}",
+        &diffs[..diffs.len().min(16)]
+    );
+    // Our first-bin timestamp is the one the log recorded.
+    assert_eq!(
+        u64::from_le_bytes(r.data[0x1014..0x101C].try_into().unwrap()),
+        bb.timestamp
+    );
+    // One per set bit of the dirty vector (= the 512-byte pages in the log).
+    assert_eq!(r.dirty_pages, 64);
     assert_eq!(r.max_log_sequence, Some(5));
 }
 
@@ -174,13 +223,19 @@ fn yarp_bad_base_block_hive_recovers_from_old_log() {
     let d = yarp(&c).join("BadBaseBlockHive");
     let primary = read(&d.join("BadBaseBlockHive"));
     assert!(!BaseBlock::parse("p", &primary).unwrap().checksum_ok);
-    let logs = [log_file(&d.join("BadBaseBlockHive.LOG1")), log_file(&d.join("BadBaseBlockHive.LOG2"))];
+    let logs = [
+        log_file(&d.join("BadBaseBlockHive.LOG1")),
+        log_file(&d.join("BadBaseBlockHive.LOG2")),
+    ];
     let r = recover("BadBaseBlockHive", &primary, &logs).unwrap();
     assert_eq!(r.applied.len(), 1);
     assert_eq!(r.applied[0].name, "BadBaseBlockHive.LOG1");
     assert_eq!(r.applied[0].format, LogFormat::Old);
     let bb = assert_clean("BadBaseBlockHive", &r.data);
-    assert_eq!(bb.minor, 3, "base block taken from the log (the primary's says 1)");
+    assert_eq!(
+        bb.minor, 3,
+        "base block taken from the log (the primary's says 1)"
+    );
     // Same hive as OldDirtyHive with a damaged base block: same bins.
     let old = recover_old_dirty_hive(&c);
     assert!(r.data[4096..] == old.data[4096..]);
@@ -199,9 +254,15 @@ fn yarp_bad_logs_are_refused() {
     for (dir, bad, why) in cases {
         let d = yarp(&c).join(dir);
         let primary = read(&d.join("BadLogHive"));
-        let logs = [log_file(&d.join("BadLogHive.LOG1")), log_file(&d.join("BadLogHive.LOG2"))];
+        let logs = [
+            log_file(&d.join("BadLogHive.LOG1")),
+            log_file(&d.join("BadLogHive.LOG2")),
+        ];
         let reason = dirty_without_logs(recover(dir, &primary, &logs));
-        assert!(reason.contains(bad) && reason.contains(why), "{dir}: {reason}");
+        assert!(
+            reason.contains(bad) && reason.contains(why),
+            "{dir}: {reason}"
+        );
         assert!(reason.contains("BadLogHive.LOG2"), "{dir}: {reason}");
     }
 }
@@ -214,7 +275,12 @@ fn yarp_truncated_dirty_hive_without_logs() {
     let p = yarp(&c).join("TruncatedDirtyHive");
     assert!(find_log_paths(&p).is_empty());
     match recover("TruncatedDirtyHive", &read(&p), &[]) {
-        Err(HiveError::DirtyWithoutLogs { primary, secondary, reason, .. }) => {
+        Err(HiveError::DirtyWithoutLogs {
+            primary,
+            secondary,
+            reason,
+            ..
+        }) => {
             assert_eq!((primary, secondary), (5, 4));
             assert!(reason.contains("no transaction log"), "{reason}");
         }
@@ -231,14 +297,27 @@ fn regipy_dirty_page_counts() {
     };
     let d = c.join("regipy/regipy_tests/data");
     let cases = [
-        ("SYSTEM_B.xz", vec!["SYSTEM_B.LOG1.xz", "SYSTEM_B.LOG2.xz"], 315usize, 2130u32),
+        (
+            "SYSTEM_B.xz",
+            vec!["SYSTEM_B.LOG1.xz", "SYSTEM_B.LOG2.xz"],
+            315usize,
+            2130u32,
+        ),
         (
             "transactions_NTUSER.DAT.xz",
-            vec!["transactions_ntuser.dat.log1.xz", "transactions_ntuser.dat.log2.xz"],
+            vec![
+                "transactions_ntuser.dat.log1.xz",
+                "transactions_ntuser.dat.log2.xz",
+            ],
             132,
             588,
         ),
-        ("UsrClass.dat.xz", vec!["UsrClass.dat.LOG1.xz", "UsrClass.dat.LOG2.xz"], 158, 300),
+        (
+            "UsrClass.dat.xz",
+            vec!["UsrClass.dat.LOG1.xz", "UsrClass.dat.LOG2.xz"],
+            158,
+            300,
+        ),
     ];
     for (hive, logs, pages, last) in cases {
         let primary = read_xz(&d.join(hive));
@@ -290,7 +369,10 @@ fn museum_dirty_hives_with_logs_recover_clean() {
         for w in r.applied.windows(2) {
             assert_eq!(w[1].first_sequence, w[0].last_sequence + 1, "{rel}");
         }
-        assert!(r.applied.iter().all(|a| a.format == LogFormat::New), "{rel}");
+        assert!(
+            r.applied.iter().all(|a| a.format == LogFormat::New),
+            "{rel}"
+        );
         // Unchanged parts of the base block stay the primary's.
         assert_eq!((bb.minor, bb.root), (before.minor, before.root), "{rel}");
     }
@@ -348,12 +430,21 @@ fn dirty_hives_without_logs_are_refused() {
 fn find_log_paths_is_case_insensitive() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for n in ["NTUSER.DAT", "ntuser.dat.LOG1", "NTUSER.dat.log2", "NTUSER.DAT.LOG3", "other.LOG"] {
+    for n in [
+        "NTUSER.DAT",
+        "ntuser.dat.LOG1",
+        "NTUSER.dat.log2",
+        "NTUSER.DAT.LOG3",
+        "other.LOG",
+    ] {
         std::fs::write(d.join(n), b"x").unwrap();
     }
     std::fs::create_dir(d.join("NTUSER.DAT.LOG")).unwrap(); // a directory is not a log
     let found = find_log_paths(&d.join("NTUSER.DAT"));
-    assert_eq!(found, [d.join("ntuser.dat.LOG1"), d.join("NTUSER.dat.log2")]);
+    assert_eq!(
+        found,
+        [d.join("ntuser.dat.LOG1"), d.join("NTUSER.dat.log2")]
+    );
     // The exact spelling wins when several exist.
     std::fs::write(d.join("NTUSER.DAT.LOG1"), b"x").unwrap();
     let found = find_log_paths(&d.join("NTUSER.DAT"));
@@ -414,14 +505,23 @@ fn truncated_logs_never_panic_and_stop_cleanly() {
     let mut l2_cut = l2.clone();
     l2_cut.bytes.truncate(0x9000);
     let r = recover("p", &primary, &[l1.clone(), l2_cut]).unwrap();
-    assert_eq!(r.applied[1].last_sequence, 4, "entry 5 is cut off, replay stops before it");
+    assert_eq!(
+        r.applied[1].last_sequence, 4,
+        "entry 5 is cut off, replay stops before it"
+    );
     assert_eq!(assert_clean("cut", &r.data).seq1, 5);
-    for n in [0, 1, 100, 511, 512, 513, 552, 4096, 0x1FFF, 0x2000, 0x2001, 0x7FFF, 0x8000, 0x9FFF] {
+    for n in [
+        0, 1, 100, 511, 512, 513, 552, 4096, 0x1FFF, 0x2000, 0x2001, 0x7FFF, 0x8000, 0x9FFF,
+    ] {
         let mut a = l1.clone();
         a.bytes.truncate(n.min(a.bytes.len()));
         let mut b = l2.clone();
         b.bytes.truncate(n);
-        for logs in [vec![a.clone(), l2.clone()], vec![l1.clone(), b.clone()], vec![a.clone(), b.clone()]] {
+        for logs in [
+            vec![a.clone(), l2.clone()],
+            vec![l1.clone(), b.clone()],
+            vec![a.clone(), b.clone()],
+        ] {
             match recover("p", &primary, &logs) {
                 Ok(r) => {
                     assert_clean("truncated", &r.data);
@@ -447,7 +547,10 @@ fn entry_with_bad_hash_stops_replay() {
     l2.bytes[0x2000 + 0x100] ^= 0xFF; // page data of entry 4
     let r = recover("p", &primary, &[l1.clone(), l2.clone()]).unwrap();
     assert_eq!(r.applied.len(), 2);
-    assert_eq!((r.applied[1].first_sequence, r.applied[1].last_sequence), (3, 3));
+    assert_eq!(
+        (r.applied[1].first_sequence, r.applied[1].last_sequence),
+        (3, 3)
+    );
     assert_eq!(assert_clean("hash", &r.data).seq1, 4);
 
     // Damaged header hash of LOG1's only entry: LOG1 is unusable, LOG2 does
@@ -471,12 +574,18 @@ fn absurd_sizes_give_errors() {
     let with_entry = |e: Vec<u8>| {
         let mut b = l1.bytes[..0x200 + 0x5E00].to_vec(); // header + entry 2
         b.extend_from_slice(&e);
-        LogFile { name: "x.LOG1".into(), bytes: b }
+        LogFile {
+            name: "x.LOG1".into(),
+            bytes: b,
+        }
     };
     // Bins size beyond 2 GiB in an authentic entry.
     let e = entry(3, 0xFFFF_F000, 1, &[(0, 4096)], &page);
     let err = recover("p", &primary, &[with_entry(e)]).unwrap_err();
-    assert!(matches!(err, HiveError::Corrupt { .. }) && err.to_string().contains("2 GiB"), "{err}");
+    assert!(
+        matches!(err, HiveError::Corrupt { .. }) && err.to_string().contains("2 GiB"),
+        "{err}"
+    );
     // A page count whose references cannot fit in the entry.
     let e = entry(3, 0x5000, 0xFFFF_FFFF, &[(0, 4096)], &page);
     let err = recover("p", &primary, &[with_entry(e)]).unwrap_err();
@@ -495,7 +604,14 @@ fn absurd_sizes_give_errors() {
     // A log header claiming an absurd sequence but holding nothing valid.
     let mut h = header(&primary, 0x7FFF_FFFF);
     h.extend_from_slice(&[0xFF; 1024]);
-    dirty_without_logs(recover("p", &primary, &[LogFile { name: "h".into(), bytes: h }]));
+    dirty_without_logs(recover(
+        "p",
+        &primary,
+        &[LogFile {
+            name: "h".into(),
+            bytes: h,
+        }],
+    ));
 }
 
 #[test]
@@ -508,7 +624,15 @@ fn authentic_entry_breaking_a_bin_is_reported() {
     put_u32(&mut page, 4, 0x1000); // wrong offset in the first bin header
     let mut log = header(&primary, 2);
     log.extend_from_slice(&entry(2, 0x5000, 1, &[(0, 4096)], &page));
-    let err = recover("p", &primary, &[LogFile { name: "x".into(), bytes: log }]).unwrap_err();
+    let err = recover(
+        "p",
+        &primary,
+        &[LogFile {
+            name: "x".into(),
+            bytes: log,
+        }],
+    )
+    .unwrap_err();
     match err {
         HiveError::Corrupt { offset, what, .. } => {
             assert_eq!(offset, 0x1004);
@@ -523,7 +647,10 @@ fn authentic_entry_breaking_a_bin_is_reported() {
     let mut log = log_file(&d.join("OldDirtyHive.LOG1"));
     log.bytes[0x400..0x404].copy_from_slice(b"XXXX"); // first page -> file 0x1000
     let err = recover("OldDirtyHive", &old_primary, &[log.clone()]).unwrap_err();
-    assert!(matches!(err, HiveError::Corrupt { offset: 0x1000, .. }), "{err}");
+    assert!(
+        matches!(err, HiveError::Corrupt { offset: 0x1000, .. }),
+        "{err}"
+    );
     // Truncated page area: the old log is not usable at all.
     log.bytes.truncate(0x1000);
     let reason = dirty_without_logs(recover("OldDirtyHive", &old_primary, &[log]));
@@ -555,9 +682,17 @@ fn random_damage_never_panics() {
         let mut p = p;
         for _ in 0..(1 + next() % 4) {
             let which = (next() % (logs.len() as u64 + 1)) as usize;
-            let buf = if which == logs.len() { &mut p } else { &mut logs[which].bytes };
+            let buf = if which == logs.len() {
+                &mut p
+            } else {
+                &mut logs[which].bytes
+            };
             // Aim at headers and early structures most of the time.
-            let span = if next() % 3 == 0 { buf.len() } else { buf.len().min(1200) };
+            let span = if next() % 3 == 0 {
+                buf.len()
+            } else {
+                buf.len().min(1200)
+            };
             let at = (next() % span as u64) as usize;
             let v = next() as u8;
             buf[at] = v;
@@ -577,4 +712,55 @@ fn random_damage_never_panics() {
             _ => {}
         }
     }
+}
+
+#[test]
+fn invalid_primary_base_block_uses_the_later_new_log() {
+    let Some(c) = corpus("invalid_primary_base_block_uses_the_later_new_log") else {
+        return;
+    };
+    let (mut primary, l1, l2) = new_dirty1(&c);
+    primary[48] ^= 0x55; // inside the checksummed range: base block invalid
+    let r = recover("p", &primary, &[l1.clone(), l2.clone()]).unwrap();
+    assert_eq!(r.applied.len(), 1, "only the log with the later header");
+    assert_eq!(r.applied[0].name, "NewDirtyHive.LOG2");
+    let bb = assert_clean("invalid primary", &r.data);
+    assert_eq!(bb.seq1, 6);
+    // The base block is the log's header (file name bytes included).
+    assert_eq!(r.data[48], l2.bytes[48]);
+    assert_eq!(r.data[12..20], l2.bytes[12..20]);
+}
+
+#[test]
+fn old_format_prefers_the_later_timestamp() {
+    let Some(c) = corpus("old_format_prefers_the_later_timestamp") else {
+        return;
+    };
+    let d = yarp(&c).join("BadBaseBlockHive");
+    let primary = read(&d.join("BadBaseBlockHive"));
+    let l1 = log_file(&d.join("BadBaseBlockHive.LOG1"));
+    let mut later = l1.clone();
+    later.name = "BadBaseBlockHive.LOG2".into();
+    let ts = u64::from_le_bytes(later.bytes[12..20].try_into().unwrap()) + 10_000_000;
+    later.bytes[12..20].copy_from_slice(&ts.to_le_bytes());
+    store_checksum(&mut later.bytes[..512]);
+    for logs in [
+        vec![l1.clone(), later.clone()],
+        vec![later.clone(), l1.clone()],
+    ] {
+        let r = recover("p", &primary, &logs).unwrap();
+        assert_eq!(r.applied[0].name, "BadBaseBlockHive.LOG2");
+        assert_eq!(assert_clean("later", &r.data).timestamp, ts);
+    }
+    // A log older than the first bin's backup timestamp does not apply.
+    let mut older = l1.clone();
+    older.bytes[12..20].copy_from_slice(&1u64.to_le_bytes());
+    store_checksum(&mut older.bytes[..512]);
+    let reason = dirty_without_logs(recover("p", &primary, &[older]));
+    assert!(reason.contains("older than the first bin"), "{reason}");
+    // With a valid primary the timestamps must be equal.
+    let od = yarp(&c).join("OldDirtyHive");
+    let old_primary = read(&od.join("OldDirtyHive"));
+    let reason = dirty_without_logs(recover("p", &old_primary, &[later]));
+    assert!(reason.contains("does not match"), "{reason}");
 }

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn marvin_32_bytes_vector() {
         let data: Vec<u8> = (0u8..0x20).collect();
-        assert_eq!(marvin32(&data, 0x82EF_4D88_7A4E_55C5), 0xC64F_EEE4_25C2_E24C);
+        assert_eq!(
+            marvin32(&data, 0x82EF_4D88_7A4E_55C5),
+            0xC64F_EEE4_25C2_E24C
+        );
     }
 
     #[test]

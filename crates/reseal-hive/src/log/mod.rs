@@ -105,7 +105,10 @@ enum Parsed {
 /// both sequence numbers equal. Returns the problem, if any.
 pub(crate) fn header_problem(bb: &BaseBlock) -> Option<String> {
     if !bb.checksum_ok {
-        return Some(format!("header checksum {:#010x} is wrong", bb.stored_checksum));
+        return Some(format!(
+            "header checksum {:#010x} is wrong",
+            bb.stored_checksum
+        ));
     }
     if bb.seq1 != bb.seq2 {
         return Some(format!(
@@ -122,7 +125,10 @@ fn classify(log: &LogFile) -> Parsed {
         return Parsed::Unusable("empty file".into());
     }
     if b.len() < LOG_HEADER_SIZE {
-        return Parsed::Unusable(format!("{} bytes, shorter than a 512-byte log header", b.len()));
+        return Parsed::Unusable(format!(
+            "{} bytes, shorter than a 512-byte log header",
+            b.len()
+        ));
     }
     let head = &b[..LOG_HEADER_SIZE];
     let Ok(bb) = BaseBlock::parse(&log.name, head) else {
@@ -146,7 +152,9 @@ fn classify(log: &LogFile) -> Parsed {
                 Err(why) => Parsed::Unusable(why),
             }
         }
-        t => Parsed::Unusable(format!("file type {t} is not a transaction log type (1, 2 or 6)")),
+        t => Parsed::Unusable(format!(
+            "file type {t} is not a transaction log type (1, 2 or 6)"
+        )),
     }
 }
 
@@ -443,6 +451,9 @@ fn finish(file: &str, image: &mut [u8], seq: u32, bins_size: u32) -> Result<()> 
     put_u32(image, OFF_BOOT_TYPE, 0);
     put_u32(image, OFF_BOOT_RECOVER, 0);
     store_checksum(&mut image[..BASE_BLOCK_SIZE]);
+    // The base block may come from a log header: it must be one a loader
+    // accepts.
+    BaseBlock::parse(file, image)?.validate_primary(file)?;
     verify_bins(file, image, bins_size)
 }
 
@@ -487,7 +498,10 @@ fn verify_bins(file: &str, image: &[u8], bins_size: u32) -> Result<()> {
                 file,
                 pos as u64 + 8,
                 "hive bin size after recovery",
-                format!("a non-zero multiple of 4096 ending by {:#x}", end - BASE_BLOCK_SIZE),
+                format!(
+                    "a non-zero multiple of 4096 ending by {:#x}",
+                    end - BASE_BLOCK_SIZE
+                ),
                 format!("{size:#x}"),
             ));
         }
@@ -528,7 +542,11 @@ pub fn find_log_paths(hive: &Path) -> Vec<PathBuf> {
         let wanted = format!("{name}.{ext}");
         let wanted_lower = wanted.to_lowercase();
         let exact = listing.iter().find(|(n, _)| *n == wanted);
-        let any = exact.or_else(|| listing.iter().find(|(n, _)| n.to_lowercase() == wanted_lower));
+        let any = exact.or_else(|| {
+            listing
+                .iter()
+                .find(|(n, _)| n.to_lowercase() == wanted_lower)
+        });
         match any {
             Some((_, p)) if p.is_file() => found.push(p.clone()),
             _ => {
@@ -594,7 +612,10 @@ mod tests {
             e[32..40].copy_from_slice(&h2.to_le_bytes());
             b.extend_from_slice(&e);
         }
-        LogFile { name: name.into(), bytes: b }
+        LogFile {
+            name: name.into(),
+            bytes: b,
+        }
     }
 
     #[test]
@@ -606,15 +627,27 @@ mod tests {
         let l2 = log("h.LOG2", &hive, 0xFFFF_FFFE, &[0xB1, 0xB2]);
         let r = recover("h", &hive, &[l1, l2]).unwrap();
         let names: Vec<&str> = r.applied.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["h.LOG2", "h.LOG1"], "the log before the wrap goes first");
+        assert_eq!(
+            names,
+            ["h.LOG2", "h.LOG1"],
+            "the log before the wrap goes first"
+        );
         assert_eq!(r.applied[0].first_sequence, 0xFFFF_FFFE);
         assert_eq!(r.applied[1].last_sequence, 1);
-        assert_eq!(r.data[4096 + 0x100], 0xA2, "the last entry after the wrap wins");
+        assert_eq!(
+            r.data[4096 + 0x100],
+            0xA2,
+            "the last entry after the wrap wins"
+        );
         let bb = BaseBlock::parse("h", &r.data).unwrap();
         assert_eq!((bb.seq1, bb.seq2), (2, 2));
         assert!(bb.checksum_ok && !bb.is_dirty());
         assert_eq!(r.dirty_pages, 4);
-        assert_eq!(r.max_log_sequence, Some(1), "1 is later than 0xFFFFFFFF in serial order");
+        assert_eq!(
+            r.max_log_sequence,
+            Some(1),
+            "1 is later than 0xFFFFFFFF in serial order"
+        );
     }
 
     #[test]
@@ -631,9 +664,17 @@ mod tests {
         assert_eq!(r.data[4096 + 0x100], 3);
         assert_eq!(r.max_log_sequence, Some(13));
         match recover("h", &hive, &[l1]) {
-            Err(HiveError::DirtyWithoutLogs { reason, primary, secondary, .. }) => {
+            Err(HiveError::DirtyWithoutLogs {
+                reason,
+                primary,
+                secondary,
+                ..
+            }) => {
                 assert_eq!((primary, secondary), (11, 10));
-                assert!(reason.contains("h.LOG1") && reason.contains("stale"), "{reason}");
+                assert!(
+                    reason.contains("h.LOG1") && reason.contains("stale"),
+                    "{reason}"
+                );
             }
             other => panic!("expected DirtyWithoutLogs, got {other:?}"),
         }

@@ -1,9 +1,9 @@
 //! New-format (`HvLE`, file type 6) transaction logs: header check, entry
 //! walk with full validation, and page application.
 
-use super::marvin::{marvin32, LOG_SEED};
-use super::{header_problem, MAX_BINS_SIZE};
-use crate::base_block::{BaseBlock, BASE_BLOCK_SIZE, TYPE_LOG_NEW};
+use super::marvin::{LOG_SEED, marvin32};
+use super::{MAX_BINS_SIZE, header_problem};
+use crate::base_block::{BASE_BLOCK_SIZE, BaseBlock, TYPE_LOG_NEW};
 use crate::bytes::{u32_at, u64_at};
 use crate::error::HiveError;
 
@@ -63,7 +63,13 @@ pub(super) struct Fatal {
 impl Fatal {
     /// Builds the error to return.
     pub fn error(&self) -> HiveError {
-        HiveError::corrupt(&self.file, self.offset, self.what, self.expected.clone(), self.found.clone())
+        HiveError::corrupt(
+            &self.file,
+            self.offset,
+            self.what,
+            self.expected.clone(),
+            self.found.clone(),
+        )
     }
 }
 
@@ -119,7 +125,10 @@ fn check_entry(name: &str, b: &[u8], pos: usize, expected: u32) -> Result<(Entry
     if pos >= b.len() {
         return end("end of file".into());
     }
-    let Some(head) = pos.checked_add(ENTRY_HEADER_SIZE).and_then(|e| b.get(pos..e)) else {
+    let Some(head) = pos
+        .checked_add(ENTRY_HEADER_SIZE)
+        .and_then(|e| b.get(pos..e))
+    else {
         return end("truncated entry header".into());
     };
     if &head[0..4] != b"HvLE" {
@@ -141,7 +150,9 @@ fn check_entry(name: &str, b: &[u8], pos: usize, expected: u32) -> Result<(Entry
         return end(format!("sequence {seq} is not the expected {expected}"));
     }
     if bins_size == 0 || bins_size % 4096 != 0 {
-        return end(format!("hive bins size {bins_size:#x} is not a non-zero multiple of 4096"));
+        return end(format!(
+            "hive bins size {bins_size:#x} is not a non-zero multiple of 4096"
+        ));
     }
     if count == 0 {
         return end("dirty page count is 0".into());
@@ -166,7 +177,12 @@ fn check_entry(name: &str, b: &[u8], pos: usize, expected: u32) -> Result<(Entry
         }))
     };
     if bins_size > MAX_BINS_SIZE {
-        return fatal(16, "log entry hive bins size", "at most 2 GiB".into(), format!("{bins_size:#x}"));
+        return fatal(
+            16,
+            "log entry hive bins size",
+            "at most 2 GiB".into(),
+            format!("{bins_size:#x}"),
+        );
     }
     let refs_end = count
         .checked_mul(8)
@@ -202,13 +218,25 @@ fn check_entry(name: &str, b: &[u8], pos: usize, expected: u32) -> Result<(Entry
                     "log entry page size",
                     format!("page data inside the entry of size {size:#x}"),
                     format!("{len:#x} bytes at entry offset {src:#x}"),
-                )
+                );
             }
         }
-        pages.push(Page { dst, src: pos + src, len });
+        pages.push(Page {
+            dst,
+            src: pos + src,
+            len,
+        });
         src += len;
     }
-    Ok((Entry { flags, seq, bins_size, pages }, size))
+    Ok((
+        Entry {
+            flags,
+            seq,
+            bins_size,
+            pages,
+        },
+        size,
+    ))
 }
 
 /// Copies the pages of `entry` from `log` into `image` (base block + bins),

@@ -33,7 +33,9 @@ pub(super) fn parse(bytes: &[u8], bb: &BaseBlock) -> Result<OldLog, String> {
     }
     let length = bb.length;
     if length == 0 || length % 4096 != 0 {
-        return Err(format!("hive bins size {length:#x} is not a non-zero multiple of 4096"));
+        return Err(format!(
+            "hive bins size {length:#x} is not a non-zero multiple of 4096"
+        ));
     }
     if length > MAX_BINS_SIZE {
         return Err(format!("hive bins size {length:#x} exceeds 2 GiB"));
@@ -55,7 +57,11 @@ pub(super) fn parse(bytes: &[u8], bb: &BaseBlock) -> Result<OldLog, String> {
     for bit in 0..bitmap_len * 8 {
         if bitmap[bit / 8] >> (bit % 8) & 1 == 1 {
             let src = start + pages.len() * PAGE;
-            pages.push(Page { dst: bit * PAGE, src, len: PAGE });
+            pages.push(Page {
+                dst: bit * PAGE,
+                src,
+                len: PAGE,
+            });
         }
     }
     let needed = start + pages.len() * PAGE;
@@ -66,7 +72,12 @@ pub(super) fn parse(bytes: &[u8], bb: &BaseBlock) -> Result<OldLog, String> {
             bytes.len()
         ));
     }
-    Ok(OldLog { header_seq: bb.seq1, timestamp: bb.timestamp, length, pages })
+    Ok(OldLog {
+        header_seq: bb.seq1,
+        timestamp: bb.timestamp,
+        length,
+        pages,
+    })
 }
 
 /// Copies the dirty pages of `log` (from `bytes`) into `image`.

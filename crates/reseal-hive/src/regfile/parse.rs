@@ -81,7 +81,10 @@ fn decode(file: &str, bytes: &[u8]) -> Result<(String, RegEncoding)> {
     }
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok((s.to_string(), RegEncoding::Utf8)),
-        Err(_) => Ok((bytes.iter().map(|&b| cp1252(b)).collect(), RegEncoding::Utf8)),
+        Err(_) => Ok((
+            bytes.iter().map(|&b| cp1252(b)).collect(),
+            RegEncoding::Utf8,
+        )),
     }
 }
 
@@ -132,7 +135,10 @@ fn cp1252(b: u8) -> char {
         '\u{178}',
     ];
     match b {
-        0x80..=0x9F => HIGH.get(usize::from(b - 0x80)).copied().unwrap_or('\u{FFFD}'),
+        0x80..=0x9F => HIGH
+            .get(usize::from(b - 0x80))
+            .copied()
+            .unwrap_or('\u{FFFD}'),
         _ => char::from(b),
     }
 }
@@ -271,7 +277,10 @@ impl<'a> Parser<'a> {
             }
             if let Some(r) = t.strip_prefix('[') {
                 let close = r.rfind(']').ok_or_else(|| {
-                    self.err(no, format!("expected `]` closing the key name, found {}", found(r)))
+                    self.err(
+                        no,
+                        format!("expected `]` closing the key name, found {}", found(r)),
+                    )
                 })?;
                 let inner = r.get(..close).unwrap_or_default();
                 let after = r.get(close + 1..).unwrap_or_default();
@@ -291,7 +300,9 @@ impl<'a> Parser<'a> {
                     current = None;
                 } else {
                     if inner.is_empty() {
-                        return Err(self.err(no, "expected a key name between `[` and `]`, found `[]`"));
+                        return Err(
+                            self.err(no, "expected a key name between `[` and `]`, found `[]`")
+                        );
                     }
                     self.ops.push(RegOp::CreateKey {
                         path: inner.to_string(),
@@ -356,7 +367,10 @@ impl<'a> Parser<'a> {
             if !at_end(after) {
                 return Err(self.err(
                     no,
-                    format!("expected end of line after the closing `\"`, found {}", found(after)),
+                    format!(
+                        "expected end of line after the closing `\"`, found {}",
+                        found(after)
+                    ),
                 ));
             }
             return Ok((REG_SZ, utf16z(&s)));
@@ -369,7 +383,10 @@ impl<'a> Parser<'a> {
             if n == 0 || n > 8 || !at_end(after) {
                 return Err(self.err(
                     no,
-                    format!("expected 1 to 8 hex digits after `dword:`, found {}", found(r)),
+                    format!(
+                        "expected 1 to 8 hex digits after `dword:`, found {}",
+                        found(r)
+                    ),
                 ));
             }
             let v = u32::from_str_radix(digits, 16)
@@ -388,13 +405,18 @@ impl<'a> Parser<'a> {
             let Some(list) = after.strip_prefix("):").filter(|_| n > 0) else {
                 return Err(self.err(
                     no,
-                    format!("expected a hex type number and `):` after `hex(`, found {}", found(r)),
+                    format!(
+                        "expected a hex type number and `):` after `hex(`, found {}",
+                        found(r)
+                    ),
                 ));
             };
             let value_type = u32::from_str_radix(digits, 16).map_err(|_| {
                 self.err(
                     no,
-                    format!("expected a value type of at most ffffffff in `hex(...)`, found {digits:?}"),
+                    format!(
+                        "expected a value type of at most ffffffff in `hex(...)`, found {digits:?}"
+                    ),
                 )
             })?;
             let bytes = self.hex_list(no, list)?;

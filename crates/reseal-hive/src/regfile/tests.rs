@@ -125,7 +125,10 @@ fn regedit4_strings_are_ansi_and_stored_as_utf16() {
 fn syntax_errors_have_lines_and_say_what() {
     let (line, msg) = err_line(parse_reg("x.reg", b"hello\n"));
     assert_eq!(line, 1);
-    assert!(msg.contains("expected the header") && msg.contains("hello"), "{msg}");
+    assert!(
+        msg.contains("expected the header") && msg.contains("hello"),
+        "{msg}"
+    );
 
     let (line, _) = err_line(parse_reg("x.reg", b""));
     assert_eq!(line, 1);
@@ -262,7 +265,10 @@ fn writer_wraps_hex_like_regedit() {
     let mut w = RegWriter::new(RegVersion::V5);
     w.key("K");
     w.value(Some(&long), 7, &[1, 2]);
-    assert!(w.finish_string().contains(&format!("\"{long}\"=hex(7):01,\\\r\n  02\r\n")));
+    assert!(
+        w.finish_string()
+            .contains(&format!("\"{long}\"=hex(7):01,\\\r\n  02\r\n"))
+    );
 }
 
 #[test]
@@ -272,13 +278,22 @@ fn finish_encodings() {
     let bytes = w.clone().finish(RegEncoding::Utf16Le);
     assert_eq!(&bytes[..4], &[0xFF, 0xFE, b'W', 0]);
     assert_eq!(bytes, utf16le_file(&w.clone().finish_string()));
-    assert_eq!(w.clone().finish(RegEncoding::Utf8), w.finish_string().into_bytes());
+    assert_eq!(
+        w.clone().finish(RegEncoding::Utf8),
+        w.finish_string().into_bytes()
+    );
 }
 
 #[test]
 fn prefix_stripping() {
-    assert_eq!(strip_prefix_ci(r"HKLM\SOFTWARE\A\B", r"hklm\software"), Some(r"A\B"));
-    assert_eq!(strip_prefix_ci(r"HKLM\SOFTWARE", r"HKLM\SOFTWARE\"), Some(""));
+    assert_eq!(
+        strip_prefix_ci(r"HKLM\SOFTWARE\A\B", r"hklm\software"),
+        Some(r"A\B")
+    );
+    assert_eq!(
+        strip_prefix_ci(r"HKLM\SOFTWARE", r"HKLM\SOFTWARE\"),
+        Some("")
+    );
     assert_eq!(strip_prefix_ci(r"HKLM\SOFTWAREX", r"HKLM\SOFTWARE"), None);
     assert_eq!(strip_prefix_ci(r"HKLM", r"HKLM\SOFTWARE"), None);
     assert_eq!(strip_prefix_ci("é\\x", "É"), None);
@@ -287,8 +302,11 @@ fn prefix_stripping() {
     assert_eq!(strip_prefix_ci(r"\a", ""), Some("a"));
 }
 
-/// What `RegWriter` is asked to write, as ops.
-fn op_strategy() -> impl Strategy<Value = Vec<(u8, String, Option<String>, u32, Vec<u8>)>> {
+/// One writer call: (kind, path, name, type, data).
+type Step = (u8, String, Option<String>, u32, Vec<u8>);
+
+/// What `RegWriter` is asked to write.
+fn op_strategy() -> impl Strategy<Value = Vec<Step>> {
     let path = "[^\r\n-][^\r\n]{0,20}";
     let name = proptest::option::of("[^\r\n]{0,12}");
     let value_type = prop_oneof![0u32..12, any::<u32>()];
@@ -303,10 +321,7 @@ fn op_strategy() -> impl Strategy<Value = Vec<(u8, String, Option<String>, u32, 
     proptest::collection::vec((0u8..6, path, name, value_type, data), 0..20)
 }
 
-fn write_ops(
-    version: RegVersion,
-    steps: &[(u8, String, Option<String>, u32, Vec<u8>)],
-) -> (RegWriter, Vec<RegOp>) {
+fn write_ops(version: RegVersion, steps: &[Step]) -> (RegWriter, Vec<RegOp>) {
     let mut w = RegWriter::new(version);
     let mut ops = Vec::new();
     let mut current: Option<String> = None;

@@ -31,7 +31,8 @@ pub fn dump_hivex(path: &Path) -> Result<Dump, String> {
             .arg(path)
             .arg("\\"),
     )?;
-    let text = String::from_utf8(out).map_err(|e| format!("hivexregedit output is not UTF-8: {e}"))?;
+    let text =
+        String::from_utf8(out).map_err(|e| format!("hivexregedit output is not UTF-8: {e}"))?;
     parse_reg_export(&text)
 }
 
@@ -52,7 +53,9 @@ pub fn parse_reg_export(text: &str) -> Result<Dump, String> {
             continue;
         }
         if let Some(inner) = line.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').ok_or_else(|| err("unterminated key line"))?;
+            let inner = inner
+                .strip_suffix(']')
+                .ok_or_else(|| err("unterminated key line"))?;
             let path = inner
                 .strip_prefix('\\')
                 .ok_or_else(|| err("key path without leading backslash"))?;
@@ -60,7 +63,9 @@ pub fn parse_reg_export(text: &str) -> Result<Dump, String> {
             current = Some(path.to_string());
             continue;
         }
-        let key = current.as_ref().ok_or_else(|| err("value before any key"))?;
+        let key = current
+            .as_ref()
+            .ok_or_else(|| err("value before any key"))?;
         let (name, rest) = split_value_name(line).map_err(|m| err(&m))?;
         let (ty, data) = parse_data(rest).map_err(|m| err(&m))?;
         let kd: &mut KeyDump = dump.keys.get_mut(key).expect("key added above");

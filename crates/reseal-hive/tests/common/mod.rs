@@ -24,8 +24,10 @@
 //! * regfexport decodes compressed (8-bit) names with Windows-1252, the
 //!   others (and Windows) with Latin-1: names holding U+0080..U+009F read
 //!   differently there (see `regfexport.rs`).
-//! * regfexport cannot tell the default value from a value literally named
-//!   `(default)`.
+//! * regfexport shows the wrong bytes for inline data of 1..=3 bytes, cuts
+//!   string data at the first NUL, cuts names at an embedded NUL and cannot
+//!   tell the default value from a value named `(default)`: compare with it
+//!   through [`Dump::regfexport_view`] (see `regfexport.rs`).
 //! * dissect.regf reads big data (`db`) only in hives of minor version > 4
 //!   (see `xtask/py/hive_dump.py`).
 //! * Names with lone UTF-16 surrogates: the Python oracles map them to
@@ -78,6 +80,29 @@ impl Dump {
         self.keys.values().map(|k| k.values.len()).sum()
     }
 
+    /// The view to compare with `regfexport` through (apply it to both
+    /// sides): REG_SZ and REG_EXPAND_SZ data is cut before the first UTF-16
+    /// NUL, and data shorter than 4 bytes is blanked (zeroed, or emptied for
+    /// strings). See `regfexport.rs` for why.
+    pub fn regfexport_view(&self) -> Dump {
+        let mut out = self.clone();
+        for key in out.keys.values_mut() {
+            for (ty, data) in key.values.values_mut() {
+                if *ty == 1 || *ty == 2 {
+                    if let Some(i) = data.chunks_exact(2).position(|c| c == [0, 0]) {
+                        data.truncate(2 * i);
+                    }
+                    if data.len() < 4 {
+                        data.clear();
+                    }
+                } else if data.len() < 4 {
+                    data.fill(0);
+                }
+            }
+        }
+        out
+    }
+
     /// Human-readable differences from `other`, in path order; empty when equal.
     pub fn diff(&self, other: &Dump) -> Vec<String> {
         let mut out = Vec::new();
@@ -115,7 +140,11 @@ impl Dump {
 fn show((ty, data): &(u32, Vec<u8>)) -> String {
     let head: Vec<String> = data.iter().take(24).map(|b| format!("{b:02x}")).collect();
     let more = if data.len() > 24 { " …" } else { "" };
-    format!("type {ty:#x}, {} bytes [{}{more}]", data.len(), head.join(" "))
+    format!(
+        "type {ty:#x}, {} bytes [{}{more}]",
+        data.len(),
+        head.join(" ")
+    )
 }
 
 /// Panics, listing the first differences, when two dumps differ.
@@ -127,7 +156,11 @@ pub fn assert_same(left: &Dump, left_name: &str, right: &Dump, right_name: &str)
         panic!(
             "{left_name} (left) and {right_name} (right) disagree in {} places:\n  {}",
             diff.len(),
-            shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  ")
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
         );
     }
 }
@@ -215,7 +248,15 @@ pub(crate) fn run_capture(cmd: &mut Command) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot run {shown}: {e}"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: String = stderr.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
         return Err(format!("{shown} failed ({}):\n{tail}", out.status));
     }
     Ok(out.stdout)

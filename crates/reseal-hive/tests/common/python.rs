@@ -62,9 +62,11 @@ pub fn require_python(lib: PyLib) -> bool {
 
 /// Dumps a hive with one of the Python readers.
 pub fn dump_python(path: &Path, lib: PyLib) -> Result<Dump, String> {
-    let py = python().ok_or("no Python interpreter: run `cargo xtask setup` or set RESEAL_PYTHON")?;
+    let py =
+        python().ok_or("no Python interpreter: run `cargo xtask setup` or set RESEAL_PYTHON")?;
     let out = run_capture(Command::new(py).arg(script()).arg(lib.arg()).arg(path))?;
-    let json: Value = serde_json::from_slice(&out).map_err(|e| format!("bad JSON from {}: {e}", lib.arg()))?;
+    let json: Value =
+        serde_json::from_slice(&out).map_err(|e| format!("bad JSON from {}: {e}", lib.arg()))?;
     parse_json(&json)
 }
 

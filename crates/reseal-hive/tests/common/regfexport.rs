@@ -15,23 +15,36 @@
 //! * everything else: a hex dump (`00000000: 41 42 …  AB`), complete, never
 //!   elided.
 //!
-//! Reconstruction of the raw bytes: a hex dump is used as is. A number is
-//! re-encoded in the type's byte order (exact). A text is re-encoded as
-//! UTF-16LE and given a terminating NUL when `Data size` says there is one;
-//! the result must have exactly `Data size` bytes. That is exact for every
-//! string libregf can decode; a string it decodes lossily (for example an
-//! unpaired surrogate replaced by U+FFFD) comes back different here, which
-//! shows up as a disagreement with the other oracles, never as a silent pass.
+//! Reconstruction of the bytes: a hex dump is used as is; a number is
+//! re-encoded in the type's byte order (exact); a text is re-encoded as
+//! UTF-16LE and given a terminating NUL when `Data size` says so.
 //!
-//! Known limitations:
+//! Known limitations (all seen on the corpus), and how comparisons cope:
+//! * libregf (20201007) does not report the stored bytes of REG_SZ and
+//!   REG_EXPAND_SZ values: both `Data size` and the data stop after the first
+//!   UTF-16 NUL (`"Mouse\0\0"` comes out as `"Mouse\0"`, binary junk after
+//!   a terminator is dropped), and a string stored without a terminator is
+//!   reported with one. Only the text before the first NUL can be compared.
+//! * libregf returns the wrong bytes for inline data shorter than 4 bytes: it
+//!   takes the last N bytes of the 4-byte field where Windows, hivex, regipy
+//!   and dissect.regf take the first N (corpus SAM,
+//!   `SAM\ServerDomainUpdates`).
+//!
+//!   Both are handled by comparing through [`Dump::regfexport_view`] on both
+//!   sides: strings cut before the first NUL, values shorter than 4 bytes
+//!   blanked (type still compared; length too, for non-strings). The other
+//!   three oracles compare the raw bytes in full.
 //! * compressed (8-bit) key and value names are decoded with the code page
 //!   given by `-c` (default Windows-1252), while Windows reads them as
-//!   Latin-1: bytes 0x80..0x9F come out as other characters (0x80 as `€`).
-//!   There is no Latin-1 choice, so names with U+0080..U+009F cannot be
-//!   compared with this oracle.
+//!   Latin-1: bytes 0x80..0x9F come out as other characters (0x80 as `€`,
+//!   0x9F as `Ÿ`). There is no Latin-1 choice, so names with U+0080..U+009F
+//!   cannot be compared with this oracle.
+//! * names are C strings: a name holding U+0000 is cut there.
 //! * a value literally named `(default)` is printed like the default value.
-//! * a name or a REG_SZ/REG_EXPAND_SZ text holding a line break is handled
-//!   (text lines are joined back), but a name with a line break is an error.
+//! * a name holding a line break cannot be parsed (an error); a string
+//!   holding line breaks is joined back.
+//! * a value libregf finds corrupted is printed with an `Is corrupted` line,
+//!   which is reported as an error.
 
 use super::{Dump, hex_byte, run_capture, utf16le};
 use std::path::Path;
@@ -42,7 +55,8 @@ const MISMATCH: &str = "Mismatch in data size and that required for data type.";
 /// Dumps a hive with `regfexport HIVE`.
 pub fn dump_regfexport(path: &Path) -> Result<Dump, String> {
     let out = run_capture(Command::new("regfexport").arg(path))?;
-    let text = String::from_utf8(out).map_err(|e| format!("regfexport output is not UTF-8: {e}"))?;
+    let text =
+        String::from_utf8(out).map_err(|e| format!("regfexport output is not UTF-8: {e}"))?;
     parse_regfexport(&text)
 }
 
@@ -173,7 +187,9 @@ fn parse_value(ls: &mut Lines) -> Result<(String, u32, Vec<u8>), String> {
                 let mut text = t.to_string();
                 loop {
                     let n = text.encode_utf16().count() * 2;
-                    let next = ls.peek().ok_or_else(|| ls.err("string runs past the end"))?;
+                    let next = ls
+                        .peek()
+                        .ok_or_else(|| ls.err("string runs past the end"))?;
                     if next == MISMATCH || (next.is_empty() && (n == size || n + 2 == size)) {
                         break;
                     }
@@ -194,7 +210,14 @@ fn parse_value(ls: &mut Lines) -> Result<(String, u32, Vec<u8>), String> {
                 .expect_prefix("Data: ")?
                 .parse()
                 .map_err(|_| ls.err("bad 32-bit number"))?;
-            rendered = Some(if ty == 4 { v.to_le_bytes() } else { v.to_be_bytes() }.to_vec());
+            rendered = Some(
+                if ty == 4 {
+                    v.to_le_bytes()
+                } else {
+                    v.to_be_bytes()
+                }
+                .to_vec(),
+            );
         }
         11 if size == 8 => {
             let v: u64 = ls

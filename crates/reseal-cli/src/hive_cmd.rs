@@ -1,0 +1,245 @@
+//! `reseal hive ...` subcommands.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use reseal_hive::Hive;
+use reseal_hive::regfile::{RegEncoding, RegVersion, parse_reg};
+
+/// Hive subcommands.
+#[derive(Subcommand)]
+pub enum HiveCommand {
+    /// Check a hive's structure; exit 1 when an error is found.
+    Check {
+        /// The hive file (logs beside it are replayed in memory if dirty).
+        file: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every key and value.
+    Dump {
+        /// The hive file.
+        file: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print JSON (schema in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a key and its subtree as a .reg file on standard output.
+    Export {
+        /// The hive file.
+        file: PathBuf,
+        /// Key path from the root (default: the root).
+        key: Option<String>,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Prefix for section paths, e.g. HKEY_LOCAL_MACHINE\SOFTWARE
+        /// (default: paths from the root as \a\b).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Write REGEDIT4 instead of version 5.00.
+        #[arg(long)]
+        regedit4: bool,
+        /// Encode as UTF-16LE with a byte-order mark, as regedit does
+        /// (default: UTF-8).
+        #[arg(long)]
+        utf16: bool,
+    },
+    /// Apply a .reg file to a hive and save it atomically.
+    Import {
+        /// The hive file.
+        file: PathBuf,
+        /// The .reg file (UTF-16LE or UTF-8, version 5.00 or REGEDIT4).
+        regfile: PathBuf,
+        /// Section prefix that maps to the hive's root, e.g.
+        /// HKEY_LOCAL_MACHINE\SOFTWARE (default: paths relative to the root).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Write the result here instead of replacing FILE.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Recover a dirty hive with its transaction logs into a clean file.
+    Replay {
+        /// The dirty hive (its .LOG/.LOG1/.LOG2 are found beside it).
+        file: PathBuf,
+        /// Where to write the recovered hive.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+/// How to open the hive.
+#[derive(Args)]
+pub struct OpenArgs {
+    /// Open a dirty hive as it is, without replaying its logs (read-only).
+    #[arg(long)]
+    as_is: bool,
+}
+
+fn open(file: &PathBuf, args: &OpenArgs) -> Result<Hive> {
+    Ok(if args.as_is {
+        Hive::open_as_is(file)?
+    } else {
+        Hive::open(file)?
+    })
+}
+
+/// Runs one hive subcommand.
+pub fn run(cmd: HiveCommand) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        HiveCommand::Check {
+            file,
+            open: o,
+            json,
+        } => {
+            let hive = open(&file, &o)?;
+            let report = hive.check();
+            if json {
+                let violations: Vec<_> = report
+                    .violations
+                    .iter()
+                    .map(|v| {
+                        serde_json::json!({
+                            "offset": v.offset,
+                            "rule": v.rule,
+                            "severity": format!("{:?}", v.severity).to_lowercase(),
+                            "message": v.message,
+                        })
+                    })
+                    .collect();
+                let doc = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "clean": report.is_clean(),
+                    "keys": report.keys,
+                    "values": report.values,
+                    "security_cells": report.security_cells,
+                    "replayed_logs": hive.open_info().replayed_logs,
+                    "violations": violations,
+                });
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            } else {
+                for v in &report.violations {
+                    writeln!(out, "{v}")?;
+                }
+                let info = hive.open_info();
+                if !info.replayed_logs.is_empty() {
+                    writeln!(
+                        out,
+                        "replayed {} dirty page(s) from {}",
+                        info.replayed_pages,
+                        info.replayed_logs.join(", ")
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "{}: {} keys, {} values, {} security cells: {} error(s), {} warning(s)",
+                    file.display(),
+                    report.keys,
+                    report.values,
+                    report.security_cells,
+                    report.errors().count(),
+                    report.violations.len() - report.errors().count()
+                )?;
+            }
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        HiveCommand::Dump {
+            file,
+            open: o,
+            json,
+        } => {
+            let dump = open(&file, &o)?.dump()?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &dump)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(dump.to_text().as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        HiveCommand::Export {
+            file,
+            key,
+            open: o,
+            prefix,
+            regedit4,
+            utf16,
+        } => {
+            let hive = open(&file, &o)?;
+            let version = if regedit4 {
+                RegVersion::V4
+            } else {
+                RegVersion::V5
+            };
+            let w = hive.export_reg(key.as_deref().unwrap_or(""), &prefix, version)?;
+            let enc = if utf16 {
+                RegEncoding::Utf16Le
+            } else {
+                RegEncoding::Utf8
+            };
+            out.write_all(&w.finish(enc))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        HiveCommand::Import {
+            file,
+            regfile,
+            prefix,
+            output,
+        } => {
+            let bytes =
+                std::fs::read(&regfile).with_context(|| format!("{}: read", regfile.display()))?;
+            let doc = parse_reg(&regfile.display().to_string(), &bytes)?;
+            let mut hive = Hive::open(&file)?;
+            let stats = hive.import_reg(&doc, prefix.as_deref())?;
+            let target = output.as_ref().unwrap_or(&file);
+            hive.save_to(target)?;
+            writeln!(
+                out,
+                "{}: {} key section(s), {} key deletion(s), {} value(s) set, {} value deletion(s)",
+                target.display(),
+                stats.keys,
+                stats.keys_deleted,
+                stats.values_set,
+                stats.values_deleted
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        HiveCommand::Replay { file, output } => {
+            let hive = Hive::open(&file)?;
+            hive.save_to(&output)?;
+            let info = hive.open_info();
+            if info.replayed_logs.is_empty() {
+                writeln!(
+                    out,
+                    "{}: hive was clean; written to {}",
+                    file.display(),
+                    output.display()
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{}: replayed {} dirty page(s) from {}; written to {}",
+                    file.display(),
+                    info.replayed_pages,
+                    info.replayed_logs.join(", "),
+                    output.display()
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
