@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use reseal_hive::Hive;
+use reseal_hive::{Hive, Sid};
 use reseal_hive::regfile::{RegEncoding, RegVersion, parse_reg};
 
 /// Hive subcommands.
@@ -65,6 +65,25 @@ pub enum HiveCommand {
         /// Write the result here instead of replacing FILE.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Rewrite a domain (machine) SID everywhere in a hive: security
+    /// descriptors, key names, value names and value data.
+    RewriteSid {
+        /// The hive file.
+        file: PathBuf,
+        /// The SID to replace, e.g. S-1-5-21-1-2-3 (account SIDs under it
+        /// keep their RIDs).
+        #[arg(long)]
+        old: String,
+        /// The SID to put in its place.
+        #[arg(long)]
+        new: String,
+        /// Write the result here instead of replacing FILE.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print every occurrence as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Recover a dirty hive with its transaction logs into a clean file.
     Replay {
@@ -216,6 +235,36 @@ pub fn run(cmd: HiveCommand) -> Result<ExitCode> {
                 stats.values_set,
                 stats.values_deleted
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        HiveCommand::RewriteSid {
+            file,
+            old,
+            new,
+            output,
+            json,
+        } => {
+            let old: Sid = old.parse()?;
+            let new: Sid = new.parse()?;
+            let mut hive = Hive::open(&file)?;
+            let report = hive.rewrite_sids(&old, &new)?;
+            let target = output.as_ref().unwrap_or(&file);
+            hive.save_to(target)?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "{}: {} occurrence(s) of {old}: {} descriptor(s), {} key name(s), {} value name(s), {} value data",
+                    target.display(),
+                    report.occurrences.len(),
+                    report.descriptors,
+                    report.key_names,
+                    report.value_names,
+                    report.value_data
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         HiveCommand::Replay { file, output } => {
