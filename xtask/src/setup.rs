@@ -7,7 +7,7 @@
 //!   regipy and dissect.regf, at pinned versions.
 //! * The rustfmt and clippy components.
 
-use crate::util::{self, exec, have, privileged, step, succeeds};
+use crate::util::{self, exec, have, is_root, step, succeeds};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::Command;
@@ -71,7 +71,9 @@ fn debian_packages() -> Result<()> {
             add(pkgs);
         }
     }
-    if have("hivexregedit") && !succeeds(Command::new("perl").args(["-MWin::Hivex::Regedit", "-e1"])) {
+    if have("hivexregedit")
+        && !succeeds(Command::new("perl").args(["-MWin::Hivex::Regedit", "-e1"]))
+    {
         println!("missing: Perl module Win::Hivex::Regedit (from libwin-hivex-perl)");
         add(&["libwin-hivex-perl"]);
     }
@@ -94,12 +96,26 @@ fn debian_packages() -> Result<()> {
         );
     }
     println!("installing with apt-get: {}", missing.join(" "));
-    exec(privileged("apt-get").arg("update"))?;
-    exec(privileged("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing))?;
+    exec(apt_get().arg("update"))?;
+    exec(
+        apt_get()
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )?;
     Ok(())
+}
+
+/// `apt-get`, non-interactive, through sudo when not root.
+fn apt_get() -> Command {
+    if is_root() {
+        let mut c = Command::new("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
+        c
+    }
 }
 
 fn python_venv() -> Result<()> {
@@ -108,7 +124,10 @@ fn python_venv() -> Result<()> {
     let marker = venv.join(".reseal-packages");
     let wanted = PY_PACKAGES.join("\n");
     let imports_ok = || succeeds(Command::new(&python).args(["-c", "import regipy, dissect.regf"]));
-    if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && imports_ok() {
+    if python.exists()
+        && std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str())
+        && imports_ok()
+    {
         println!("ok: {} has {}", venv.display(), PY_PACKAGES.join(" "));
         return Ok(());
     }
@@ -116,11 +135,22 @@ fn python_venv() -> Result<()> {
         std::fs::create_dir_all(util::root().join("target")).context("creating target/")?;
         exec(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
-    exec(Command::new(&python)
-        .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
-        .args(PY_PACKAGES))?;
+    exec(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+            ])
+            .args(PY_PACKAGES),
+    )?;
     if !imports_ok() {
-        bail!("the Python validators were installed but cannot be imported by {}", python.display());
+        bail!(
+            "the Python validators were installed but cannot be imported by {}",
+            python.display()
+        );
     }
     std::fs::write(&marker, wanted).with_context(|| format!("writing {}", marker.display()))?;
     println!("ok: Python validators installed in {}", venv.display());
@@ -138,7 +168,11 @@ fn rust_components() -> Result<()> {
         }
     }
     if !missing.is_empty() {
-        exec(Command::new("rustup").args(["component", "add"]).args(&missing))?;
+        exec(
+            Command::new("rustup")
+                .args(["component", "add"])
+                .args(&missing),
+        )?;
     }
     Ok(())
 }

@@ -18,7 +18,14 @@ pub fn run() -> Result<()> {
     }
 
     step("cargo clippy --workspace --all-targets -- -D warnings");
-    if let Err(e) = exec(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])) {
+    if let Err(e) = exec(util::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])) {
         eprintln!("{e:#}");
         failed.push("clippy");
     }
@@ -60,5 +67,9 @@ fn corpus() -> Option<PathBuf> {
         return dir.is_dir().then_some(dir);
     }
     let dir = util::root().join("../shared/corpus");
-    if dir.is_dir() { dir.canonicalize().ok() } else { None }
+    if dir.is_dir() {
+        dir.canonicalize().ok()
+    } else {
+        None
+    }
 }

@@ -57,7 +57,9 @@ fn shown(cmd: &Command) -> String {
 pub fn exec(cmd: &mut Command) -> Result<()> {
     let line = shown(cmd);
     println!("$ {line}");
-    let status = cmd.status().with_context(|| format!("cannot start `{line}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{line}`"))?;
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
@@ -79,16 +81,4 @@ pub fn is_root() -> bool {
         .output()
         .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
-}
-
-/// A `Command` for a program that needs root: itself when root, else
-/// through sudo.
-pub fn privileged(program: &str) -> Command {
-    if is_root() {
-        Command::new(program)
-    } else {
-        let mut c = Command::new("sudo");
-        c.arg(program);
-        c
-    }
 }

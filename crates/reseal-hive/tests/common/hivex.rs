@@ -14,6 +14,12 @@
 //! * The type is printed with `%x` and may be wider than 32 bits for huge
 //!   types; only the low 32 bits are kept.
 //!
+//! hivexregedit names each key by following its Parent fields up to the
+//! root, while the other oracles name keys by walking down the subkey lists:
+//! a wrong Parent offset shows up here as a key at a different path (yarp's
+//! InvalidParentHive reads `4900` here and `key_with_many_subkeys\4900` in
+//! the others). That makes this oracle a check of the Parent fields too.
+//!
 //! Limitations: a key or value name holding a line break cannot be parsed
 //! (reported as an error). hivex truncates a value whose declared length
 //! exceeds its data cell instead of failing.
