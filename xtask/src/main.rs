@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod fixtures;
 mod setup;
 mod test;
 mod util;
@@ -15,6 +16,7 @@ usage: cargo xtask <task>
 tasks:
   setup        install what the tests need (Debian packages, Python validators, rustfmt, clippy)
   test         setup, then cargo fmt --check, cargo clippy -D warnings and cargo test
+  fixtures     write the project's generated fixtures to testdata/generated
   demo         setup, then show the hive engine at work on a hive it generates
   bench hive   benchmark the hive engine against other readers and writers (not yet)
 ";
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         ["setup"] => setup::run(),
         ["test"] => test::run(),
         ["demo"] => demo::run(),
+        ["fixtures"] => fixtures::run(),
         ["bench", rest @ ..] => bench::run(rest),
         [] | ["help" | "-h" | "--help"] => {
             print!("{USAGE}");

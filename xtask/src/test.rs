@@ -30,9 +30,9 @@ pub fn run() -> Result<()> {
         failed.push("clippy");
     }
 
-    step("cargo test --workspace");
+    step("cargo test --workspace --no-fail-fast");
     let mut test = util::cargo();
-    test.args(["test", "--workspace"]);
+    test.args(["test", "--workspace", "--no-fail-fast"]);
     let python = setup::venv_python();
     if python.exists() {
         println!("RESEAL_PYTHON={}", python.display());

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use reseal_hive::{Hive, Sid};
 use reseal_hive::regfile::{RegEncoding, RegVersion, parse_reg};
+use reseal_hive::{Hive, Sid};
 
 /// Hive subcommands.
 #[derive(Subcommand)]

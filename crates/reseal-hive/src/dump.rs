@@ -29,6 +29,10 @@ pub fn type_name(t: u32) -> String {
     }
 }
 
+/// Bytes of binary data shown in the text dump before it is cut short
+/// (the JSON dump always carries all of it).
+const TEXT_HEX_BYTES: usize = 64;
+
 /// A whole-hive dump.
 #[derive(Debug, Clone, Serialize)]
 pub struct HiveDump {
@@ -172,6 +176,11 @@ impl HiveDump {
                 let name = if v.name.is_empty() { "@" } else { &v.name };
                 let shown = match &v.text {
                     Some(t) => format!("{t:?}"),
+                    None if v.data_hex.len() > 2 * TEXT_HEX_BYTES => format!(
+                        "{}... ({} bytes)",
+                        &v.data_hex[..2 * TEXT_HEX_BYTES],
+                        v.data_hex.len() / 2
+                    ),
                     None => v.data_hex.clone(),
                 };
                 s.push_str(&format!("  {name} ({}) = {shown}\n", v.type_name));

@@ -99,6 +99,7 @@ const CLEAN: &[&str] = &[
     "aiowinreg/tests/testdata/win2022_64/sam.reg",
     "aiowinreg/tests/testdata/win2022_64/security.reg",
     "dfwinreg/history-2016/test_data/NTUSER.DAT",
+    "dfwinreg/history-2016/test_data/SYSTEM",
     "dfwinreg/test_data/NTUSER.DAT",
     "dfwinreg/test_data/SAM",
     "dfwinreg/test_data/SECURITY",

@@ -238,7 +238,7 @@ fn parse_value(ls: &mut Lines) -> Result<(String, u32, Vec<u8>), String> {
         return Ok((name, ty, data));
     }
     // No hex dump: the data is the rendering (or nothing at all).
-    if ls.next()? != "" {
+    if !ls.next()?.is_empty() {
         return Err(ls.err("expected a blank line after the data"));
     }
     let data = match rendered {
@@ -279,7 +279,7 @@ fn parse_hexdump(ls: &mut Lines, size: usize) -> Result<Vec<u8>, String> {
             return Err(ls.err("short hex dump line"));
         }
     }
-    if ls.next()? != "" {
+    if !ls.next()?.is_empty() {
         return Err(ls.err("expected a blank line after the hex dump"));
     }
     Ok(data)
