@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -84,6 +85,9 @@ pub enum HiveCommand {
         /// Print every occurrence as JSON.
         #[arg(long)]
         json: bool,
+        /// Print how long opening, rewriting and saving took (stderr).
+        #[arg(long)]
+        timings: bool,
     },
     /// Recover a dirty hive with its transaction logs into a clean file.
     Replay {
@@ -243,13 +247,26 @@ pub fn run(cmd: HiveCommand) -> Result<ExitCode> {
             new,
             output,
             json,
+            timings,
         } => {
             let old: Sid = old.parse()?;
             let new: Sid = new.parse()?;
+            let t0 = Instant::now();
             let mut hive = Hive::open(&file)?;
+            let t1 = Instant::now();
             let report = hive.rewrite_sids(&old, &new)?;
+            let t2 = Instant::now();
             let target = output.as_ref().unwrap_or(&file);
             hive.save_to(target)?;
+            if timings {
+                let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+                eprintln!(
+                    "timings: open {:.1} ms, rewrite {:.1} ms, check+save {:.1} ms",
+                    ms(t0, t1),
+                    ms(t1, t2),
+                    ms(t2, Instant::now())
+                );
+            }
             if json {
                 serde_json::to_writer_pretty(&mut out, &report)?;
                 writeln!(out)?;

@@ -1,5 +1,6 @@
 //! Reading keys, values, classes and security descriptors.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use crate::base_block::OFF_ROOT;
@@ -231,17 +232,22 @@ impl Hive {
 
     /// Reads the data of a value record.
     pub(crate) fn value_data(&self, vk: &ValueNode) -> Result<Vec<u8>> {
+        Ok(self.value_bytes(vk)?.into_owned())
+    }
+
+    /// Reads the data of a value record, borrowing it when it lies in one cell.
+    pub(crate) fn value_bytes(&self, vk: &ValueNode) -> Result<Cow<'_, [u8]>> {
         let len = vk.data_len() as usize;
         if vk.is_inline() {
             let bytes = vk.data.to_le_bytes();
-            return Ok(bytes[..len.min(4)].to_vec());
+            return Ok(Cow::Owned(bytes[..len.min(4)].to_vec()));
         }
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(Cow::Borrowed(&[]));
         }
         let p = self.cell(vk.data)?;
         if self.minor >= 4 && len > BIG_DATA_SEGMENT && p.get(0..2) == Some(b"db") {
-            return self.big_data(vk.data, p, len);
+            return self.big_data(vk.data, p, len).map(Cow::Owned);
         }
         if p.len() < len {
             return Err(HiveError::corrupt(
@@ -252,7 +258,7 @@ impl Hive {
                 format!("{} bytes", p.len()),
             ));
         }
-        Ok(p[..len].to_vec())
+        Ok(Cow::Borrowed(&p[..len]))
     }
 
     fn big_data(&self, db: u32, p: &[u8], len: usize) -> Result<Vec<u8>> {

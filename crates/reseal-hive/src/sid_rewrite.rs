@@ -11,7 +11,7 @@ use crate::names::to_display;
 use crate::read::KeyId;
 use crate::security::{SdLocation, rewrite_descriptor_sids};
 use crate::sid::Sid;
-use crate::sid_scan::{SidForm, find_domain_sid, replace_domain_sid, replace_domain_sid_in_units};
+use crate::sid_scan::{DomainSidReplacer, SidForm};
 
 /// Where one occurrence of the SID was found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,6 +93,7 @@ impl Hive {
             Ok(())
         })?;
         let mut plan = SidPlan::default();
+        let replacer = DomainSidReplacer::new(old, new);
         let mut users: HashMap<u32, Vec<KeyId>> = HashMap::new();
         let mut first_path: HashMap<u32, String> = HashMap::new();
         for (path, k) in &keys {
@@ -121,7 +122,7 @@ impl Hive {
             for (pos, vi) in self.value_indexes(*k)?.into_iter().enumerate() {
                 let v = self.value_node(vi)?;
                 let vname = to_display(&v.name);
-                let new_name = replace_domain_sid_in_units(&v.name, old, new);
+                let new_name = replacer.replace_in_units(&v.name);
                 if new_name.is_some() {
                     plan.report.occurrences.push(SidOccurrence {
                         key_path: path.clone(),
@@ -131,12 +132,12 @@ impl Hive {
                     });
                     plan.report.value_names += 1;
                 }
-                let data = self.value_data(&v)?;
+                let data = self.value_bytes(&v)?;
                 let new_data = if old == new {
-                    let hits = find_domain_sid(&data, old);
-                    (!hits.is_empty()).then(|| (data.clone(), hits))
+                    let hits = replacer.find(&data);
+                    (!hits.is_empty()).then(|| (data.to_vec(), hits))
                 } else {
-                    replace_domain_sid(&data, old, new)
+                    replacer.replace(&data)
                 };
                 if let Some((_, hits)) = &new_data {
                     for h in hits {
@@ -163,7 +164,7 @@ impl Hive {
                 }
             }
             let name = self.key_node(*k)?.name;
-            if let Some(n) = replace_domain_sid_in_units(&name, old, new) {
+            if let Some(n) = replacer.replace_in_units(&name) {
                 let new_name = to_display(&n);
                 plan.report.occurrences.push(SidOccurrence {
                     key_path: path.clone(),

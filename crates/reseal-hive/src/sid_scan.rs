@@ -286,49 +286,7 @@ pub fn replace_domain_sid(
     old_domain: &Sid,
     new_domain: &Sid,
 ) -> Option<(Vec<u8>, Vec<BlobHit>)> {
-    let matches = Searcher::new(old_domain).find(data);
-    if matches.is_empty() {
-        return None;
-    }
-    let old_n = old_domain.sub_authorities().len();
-    let new_bin = new_domain.to_bytes();
-    let new_tail = string_tail(new_domain);
-    let new_ascii = new_tail.as_bytes();
-    let new_utf16 = utf16le(&new_tail);
-    let mut out = Vec::with_capacity(data.len() + 16 * matches.len());
-    let mut hits = Vec::with_capacity(matches.len());
-    let mut pos = 0;
-    for m in matches {
-        let start = m.hit.offset;
-        match m.hit.form {
-            SidForm::Binary => {
-                let count = m.count as usize - old_n + new_domain.sub_authorities().len();
-                if count > MAX_SUB_AUTHORITIES {
-                    continue;
-                }
-                out.extend_from_slice(&data[pos..start]);
-                out.push(1);
-                out.push(count as u8);
-                out.extend_from_slice(&new_bin[2..]);
-            }
-            SidForm::Ascii => {
-                // Keep the original 'S' or 's'.
-                out.extend_from_slice(&data[pos..start + 1]);
-                out.extend_from_slice(new_ascii);
-            }
-            SidForm::Utf16 => {
-                out.extend_from_slice(&data[pos..start + 2]);
-                out.extend_from_slice(&new_utf16);
-            }
-        }
-        pos = m.end;
-        hits.push(m.hit);
-    }
-    if hits.is_empty() {
-        return None;
-    }
-    out.extend_from_slice(&data[pos..]);
-    Some((out, hits))
+    DomainSidReplacer::new(old_domain, new_domain).replace(data)
 }
 
 /// Replaces the string form of `old_domain` (followed or not by RIDs) in a
@@ -339,31 +297,117 @@ pub fn replace_domain_sid_in_units(
     old_domain: &Sid,
     new_domain: &Sid,
 ) -> Option<Vec<u16>> {
-    let needle: Vec<u16> = string_tail(old_domain).encode_utf16().collect();
-    let repl: Vec<u16> = string_tail(new_domain).encode_utf16().collect();
-    let is_alnum = |u: u16| u < 0x80 && (u as u8).is_ascii_alphanumeric();
-    let is_digit = |u: u16| u < 0x80 && (u as u8).is_ascii_digit();
-    let mut out: Option<Vec<u16>> = None;
-    let mut copied = 0;
-    let mut i = 1;
-    while i + needle.len() <= name.len() {
-        let ok = matches!(name[i - 1], 0x53 | 0x73)
-            && name[i..i + needle.len()] == needle[..]
-            && !(i >= 2 && is_alnum(name[i - 2]))
-            && !name.get(i + needle.len()).is_some_and(|&u| is_digit(u));
-        if ok {
-            let o = out.get_or_insert_with(|| Vec::with_capacity(name.len() + 8));
-            o.extend_from_slice(&name[copied..i]);
-            o.extend_from_slice(&repl);
-            i += needle.len();
-            copied = i;
-        } else {
-            i += 1;
+    DomainSidReplacer::new(old_domain, new_domain).replace_in_units(name)
+}
+
+/// A prepared search-and-replace of one domain SID by another, for running
+/// over many blobs and names (the needles are built once).
+pub struct DomainSidReplacer {
+    searcher: Searcher,
+    old_n: usize,
+    new_n: usize,
+    new_bin: Vec<u8>,
+    new_ascii: Vec<u8>,
+    new_utf16: Vec<u8>,
+    old_units: Vec<u16>,
+    new_units: Vec<u16>,
+}
+
+impl DomainSidReplacer {
+    /// Prepares replacing `old_domain` by `new_domain`.
+    pub fn new(old_domain: &Sid, new_domain: &Sid) -> DomainSidReplacer {
+        let new_tail = string_tail(new_domain);
+        DomainSidReplacer {
+            searcher: Searcher::new(old_domain),
+            old_n: old_domain.sub_authorities().len(),
+            new_n: new_domain.sub_authorities().len(),
+            new_bin: new_domain.to_bytes(),
+            new_ascii: new_tail.as_bytes().to_vec(),
+            new_utf16: utf16le(&new_tail),
+            old_units: string_tail(old_domain).encode_utf16().collect(),
+            new_units: new_tail.encode_utf16().collect(),
         }
     }
-    let mut o = out?;
-    o.extend_from_slice(&name[copied..]);
-    Some(o)
+
+    /// Like [`find_domain_sid`].
+    pub fn find(&self, data: &[u8]) -> Vec<BlobHit> {
+        self.searcher
+            .find(data)
+            .into_iter()
+            .map(|m| m.hit)
+            .collect()
+    }
+
+    /// Like [`replace_domain_sid`].
+    pub fn replace(&self, data: &[u8]) -> Option<(Vec<u8>, Vec<BlobHit>)> {
+        let matches = self.searcher.find(data);
+        if matches.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(data.len() + 16 * matches.len());
+        let mut hits = Vec::with_capacity(matches.len());
+        let mut pos = 0;
+        for m in matches {
+            let start = m.hit.offset;
+            match m.hit.form {
+                SidForm::Binary => {
+                    let count = m.count as usize - self.old_n + self.new_n;
+                    if count > MAX_SUB_AUTHORITIES {
+                        continue;
+                    }
+                    out.extend_from_slice(&data[pos..start]);
+                    out.push(1);
+                    out.push(count as u8);
+                    out.extend_from_slice(&self.new_bin[2..]);
+                }
+                SidForm::Ascii => {
+                    // Keep the original 'S' or 's'.
+                    out.extend_from_slice(&data[pos..start + 1]);
+                    out.extend_from_slice(&self.new_ascii);
+                }
+                SidForm::Utf16 => {
+                    out.extend_from_slice(&data[pos..start + 2]);
+                    out.extend_from_slice(&self.new_utf16);
+                }
+            }
+            pos = m.end;
+            hits.push(m.hit);
+        }
+        if hits.is_empty() {
+            return None;
+        }
+        out.extend_from_slice(&data[pos..]);
+        Some((out, hits))
+    }
+
+    /// Like [`replace_domain_sid_in_units`].
+    pub fn replace_in_units(&self, name: &[u16]) -> Option<Vec<u16>> {
+        let needle = &self.old_units;
+        let repl = &self.new_units;
+        let is_alnum = |u: u16| u < 0x80 && (u as u8).is_ascii_alphanumeric();
+        let is_digit = |u: u16| u < 0x80 && (u as u8).is_ascii_digit();
+        let mut out: Option<Vec<u16>> = None;
+        let mut copied = 0;
+        let mut i = 1;
+        while i + needle.len() <= name.len() {
+            let ok = matches!(name[i - 1], 0x53 | 0x73)
+                && name[i..i + needle.len()] == needle[..]
+                && !(i >= 2 && is_alnum(name[i - 2]))
+                && !name.get(i + needle.len()).is_some_and(|&u| is_digit(u));
+            if ok {
+                let o = out.get_or_insert_with(|| Vec::with_capacity(name.len() + 8));
+                o.extend_from_slice(&name[copied..i]);
+                o.extend_from_slice(repl);
+                i += needle.len();
+                copied = i;
+            } else {
+                i += 1;
+            }
+        }
+        let mut o = out?;
+        o.extend_from_slice(&name[copied..]);
+        Some(o)
+    }
 }
 
 #[cfg(test)]
