@@ -1,7 +1,24 @@
 //! reseal: generalize captured Windows installations offline.
 //!
-//! The generalize engine builds on [`reseal_hive`], the registry hive engine,
-//! which is re-exported here for callers that embed both.
+//! The flow of one run: open an image through a [`backend`], find the
+//! Windows installs in it ([`install`]), load their hives ([`hives`]),
+//! run the [`preflight`] checks, let each enabled operation ([`ops`]) plan
+//! its [`edit`]s, apply them to the in-memory hives and staged files, check
+//! every touched hive, commit through the backend, and [`report`].
+//!
+//! The registry engine is [`reseal_hive`], re-exported as [`hive`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod backend;
+pub mod context;
+pub mod edit;
+pub mod error;
+pub mod hives;
+pub mod install;
+pub mod ops;
+pub mod options;
+pub mod unattend;
+
+pub use error::{ResealError, Result};
 pub use reseal_hive as hive;

@@ -1,0 +1,1 @@
+//! The directory backend: a Windows root as a folder on the host.

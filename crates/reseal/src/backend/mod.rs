@@ -1,0 +1,94 @@
+//! Backends: where an image's files live. Every backend exposes the same
+//! small interface: list and read files by their path inside the image, and
+//! commit a batch of changes all at once.
+//!
+//! Paths inside an image are Windows-style, relative to the volume root,
+//! compared case-insensitively as NTFS does: `Windows\System32\config\SYSTEM`.
+
+pub mod dir;
+
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirEntry {
+    /// The name as stored (original case).
+    pub name: String,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+}
+
+/// One change to the image, applied at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileChange {
+    /// Create or replace a file with these bytes (parents are created).
+    Write {
+        /// Path inside the image.
+        path: String,
+        /// New contents.
+        data: Vec<u8>,
+    },
+    /// Set a file's length to zero (keeps the file, its ACL and attributes).
+    Truncate {
+        /// Path inside the image.
+        path: String,
+    },
+    /// Delete a file (absent is not an error).
+    Delete {
+        /// Path inside the image.
+        path: String,
+    },
+    /// Delete a directory and everything under it (absent is not an error).
+    DeleteTree {
+        /// Path inside the image.
+        path: String,
+    },
+}
+
+impl FileChange {
+    /// The path the change applies to.
+    pub fn path(&self) -> &str {
+        match self {
+            FileChange::Write { path, .. }
+            | FileChange::Truncate { path }
+            | FileChange::Delete { path }
+            | FileChange::DeleteTree { path } => path,
+        }
+    }
+}
+
+/// Access to an image's files.
+pub trait Backend: Send + Sync {
+    /// A short description for messages and reports (e.g. the root path).
+    fn describe(&self) -> String;
+    /// Lists a directory (`""` = the root). Missing directory: `NotFound`.
+    fn list(&self, dir: &str) -> Result<Vec<DirEntry>>;
+    /// Whether a file or directory exists.
+    fn exists(&self, path: &str) -> bool;
+    /// Whether `path` is a directory.
+    fn is_dir(&self, path: &str) -> bool;
+    /// Reads a whole file.
+    fn read(&self, path: &str) -> Result<Vec<u8>>;
+    /// Reads at most `len` bytes from the start of a file.
+    fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>>;
+    /// Applies every change or none: on any failure the image is left as it
+    /// was before the call.
+    fn commit(&mut self, changes: &[FileChange]) -> Result<()>;
+}
+
+/// Joins two image paths with a backslash.
+pub fn join(a: &str, b: &str) -> String {
+    let a = a.trim_end_matches('\\');
+    let b = b.trim_start_matches('\\');
+    if a.is_empty() {
+        b.to_string()
+    } else if b.is_empty() {
+        a.to_string()
+    } else {
+        format!("{a}\\{b}")
+    }
+}

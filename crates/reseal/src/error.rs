@@ -1,0 +1,92 @@
+//! The one error type of the `reseal` library.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while inspecting or generalizing an image.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResealError {
+    /// A file operation on the host failed.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// Host path involved.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A registry hive could not be read, edited or written.
+    #[error("{path}: {source}")]
+    Hive {
+        /// Path of the hive inside the image.
+        path: String,
+        /// The hive engine's error (file, offset, expected, found).
+        #[source]
+        source: reseal_hive::HiveError,
+    },
+    /// A path inside the image is missing.
+    #[error("{path}: not found in the image")]
+    NotFound {
+        /// Path inside the image (Windows form, relative to the root).
+        path: String,
+    },
+    /// A path inside the image is unsafe (escapes the root, follows a link
+    /// out of it) or malformed.
+    #[error("{path}: {reason}")]
+    UnsafePath {
+        /// Path inside the image.
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// No Windows installation was found under the given root.
+    #[error("{root}: no Windows installation found (expected <dir>\\System32\\config\\SYSTEM under the root)")]
+    NoInstall {
+        /// The root given.
+        root: String,
+    },
+    /// Input given by the user is not acceptable (answer file, SID, option).
+    #[error("{what}: {message}")]
+    InvalidInput {
+        /// Which input.
+        what: String,
+        /// What is wrong, with what was expected.
+        message: String,
+    },
+    /// Committing changes failed; the image was restored to its prior state.
+    #[error("commit failed at {path} ({action}): {message}; the image was left as it was before the run")]
+    CommitFailed {
+        /// Path being changed when it failed.
+        path: String,
+        /// Step that failed.
+        action: &'static str,
+        /// The underlying error.
+        message: String,
+    },
+    /// The structural checker found problems in a hive after editing;
+    /// nothing was written.
+    #[error("{path}: the edited hive fails the structural check ({count} error(s), first: {first}); nothing was written")]
+    CheckFailed {
+        /// Path of the hive inside the image.
+        path: String,
+        /// Number of errors.
+        count: usize,
+        /// The first error.
+        first: String,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = ResealError> = std::result::Result<T, E>;
+
+impl ResealError {
+    /// Wraps a hive engine error with the hive's path in the image.
+    pub fn hive(path: impl Into<String>, source: reseal_hive::HiveError) -> Self {
+        ResealError::Hive {
+            path: path.into(),
+            source,
+        }
+    }
+}
