@@ -36,6 +36,11 @@ impl Allocator {
         self.bins.last().map_or(0, |b| b.end())
     }
 
+    /// Every free cell as (index, size).
+    pub fn free_cells(&self) -> Vec<(u32, u32)> {
+        self.free_by_offset.iter().map(|(&o, &s)| (o, s)).collect()
+    }
+
     fn insert_free(&mut self, off: u32, size: u32) {
         self.free_by_offset.insert(off, size);
         self.free_by_size.insert((size, off));

@@ -242,16 +242,15 @@ impl Hive {
         };
         {
             let p = self.cell_mut(new_key.0)?;
-            let flags = u16_at(p, nk::FLAGS).unwrap_or(0);
-            let flags = if compressed {
-                flags | KEY_COMP_NAME
-            } else {
-                flags & !KEY_COMP_NAME
-            };
-            put_u16(p, nk::FLAGS, flags);
-            put_u16(p, nk::NAME_LEN, raw.len() as u16);
-            p[nk::NAME..nk::NAME + raw.len()].copy_from_slice(&raw);
-            p[nk::NAME + raw.len()..].fill(0);
+            write_name(
+                p,
+                nk::FLAGS,
+                KEY_COMP_NAME,
+                compressed,
+                nk::NAME_LEN,
+                nk::NAME,
+                &raw,
+            );
         }
         if new_key != key {
             for c in self.subkeys(new_key)? {
@@ -531,16 +530,16 @@ impl Hive {
             idx
         };
         let p = self.cell_mut(target)?;
-        let flags = u16_at(p, vk::FLAGS).unwrap_or(0);
-        let flags = if compressed && !raw.is_empty() {
-            flags | VALUE_COMP_NAME
-        } else {
-            flags & !VALUE_COMP_NAME
-        };
-        put_u16(p, vk::FLAGS, flags);
-        put_u16(p, vk::NAME_LEN, raw.len() as u16);
-        p[vk::NAME..vk::NAME + raw.len()].copy_from_slice(&raw);
-        p[vk::NAME + raw.len()..].fill(0);
+        let comp = compressed && !raw.is_empty();
+        write_name(
+            p,
+            vk::FLAGS,
+            VALUE_COMP_NAME,
+            comp,
+            vk::NAME_LEN,
+            vk::NAME,
+            &raw,
+        );
         self.raise_max(key, nk::MAX_VALUE_NAME, 2 * new.len() as u32)?;
         self.touch(key)?;
         Ok(target)
@@ -574,4 +573,27 @@ impl Hive {
         }
         self.touch(key)
     }
+}
+
+/// Stores a name into an `nk` or `vk` record in place: the compressed-name
+/// flag, the length field, the bytes, and zeroes after them (slack scrubbed).
+fn write_name(
+    p: &mut [u8],
+    flags_at: usize,
+    comp_flag: u16,
+    compressed: bool,
+    len_at: usize,
+    name_at: usize,
+    raw: &[u8],
+) {
+    let flags = u16_at(p, flags_at).unwrap_or(0);
+    let flags = if compressed {
+        flags | comp_flag
+    } else {
+        flags & !comp_flag
+    };
+    put_u16(p, flags_at, flags);
+    put_u16(p, len_at, raw.len() as u16);
+    p[name_at..name_at + raw.len()].copy_from_slice(raw);
+    p[name_at + raw.len()..].fill(0);
 }

@@ -31,6 +31,7 @@ mod read;
 mod reg_io;
 pub mod regfile;
 mod save;
+mod scrub;
 pub mod security;
 mod security_cells;
 pub mod sid;

@@ -81,6 +81,8 @@ impl Hive {
     /// and SACL including object and callback ACEs), in key names (keys are
     /// renamed and re-sorted), value names and value data (binary SIDs at any
     /// offset, UTF-16LE and ASCII string forms). Returns each occurrence.
+    /// When anything was rewritten, unused space (free cells and slack after
+    /// records) is zeroed too, so no stale copy of the old SID stays behind.
     pub fn rewrite_sids(&mut self, old: &Sid, new: &Sid) -> Result<SidReport> {
         self.ensure_writable()?;
         self.apply_sid_plan(old, new)
@@ -195,6 +197,10 @@ impl Hive {
         }
         for (k, n) in &plan.renames {
             self.rename_key_id(*k, n)?;
+        }
+        if !plan.report.occurrences.is_empty() {
+            // Windows leaves old copies in free cells and cell slack.
+            self.scrub_unused()?;
         }
         Ok(plan.report)
     }
