@@ -1,19 +1,23 @@
 //! The `reseal` command line: flags and glue only; all logic lives in the
 //! `reseal` and `reseal-hive` libraries.
 //!
-//! Exit codes: 0 success, 1 problems found (for example `hive check`
-//! violations), 2 bad input or failure.
+//! Exit codes: 0 done (or nothing to do), 1 refused by preflight or
+//! problems found (`hive check`), 2 bad usage or bad input, 3 internal
+//! error (a failed commit or check; the image is left as it was).
 #![forbid(unsafe_code)]
 
+mod generalize_cmd;
 mod hive_cmd;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use reseal::ResealError;
 
-/// Generalize Windows images offline.
+/// Generalize Windows images offline, as `sysprep /generalize` would,
+/// without booting them.
 #[derive(Parser)]
-#[command(name = "reseal", version, about)]
+#[command(name = "reseal", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,21 +25,44 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generalize every Windows installation of an image (a directory
+    /// holding a Windows root). Exit 0 done or nothing to do, 1 refused by
+    /// preflight, 2 bad usage or input, 3 internal error.
+    Generalize(generalize_cmd::GeneralizeArgs),
+    /// Describe the Windows installations of an image and the preflight
+    /// findings, without changing anything.
+    Inspect(generalize_cmd::InspectArgs),
+    /// List the operations with their default and description.
+    ListOperations,
     /// Inspect, check, export, import and recover registry hive files.
     #[command(subcommand)]
     Hive(hive_cmd::HiveCommand),
 }
 
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<ResealError>() {
+        Some(
+            ResealError::CommitFailed { .. }
+            | ResealError::CheckFailed { .. }
+            | ResealError::Io { .. },
+        ) => 3,
+        _ => 2,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generalize(a) => generalize_cmd::run_generalize(a),
+        Command::Inspect(a) => generalize_cmd::run_inspect(a),
+        Command::ListOperations => generalize_cmd::run_list_operations(),
         Command::Hive(c) => hive_cmd::run(c),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("reseal: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_code_for(&e))
         }
     }
 }

@@ -92,7 +92,10 @@ pub fn reg_string(data: &[u8]) -> String {
 
 /// Encodes a string as REG_SZ data (UTF-16LE with a terminating NUL).
 pub fn reg_sz(s: &str) -> Vec<u8> {
-    s.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect()
+    s.encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect()
 }
 
 /// Decodes a REG_DWORD.

@@ -124,7 +124,12 @@ pub struct PlannedEdit {
 /// Builder helpers for planners.
 impl PlannedEdit {
     /// A registry edit.
-    pub fn reg(operation: &'static str, hive: HiveId, change: RegEdit, reason: impl Into<String>) -> Self {
+    pub fn reg(
+        operation: &'static str,
+        hive: HiveId,
+        change: RegEdit,
+        reason: impl Into<String>,
+    ) -> Self {
         PlannedEdit {
             operation,
             reason: reason.into(),

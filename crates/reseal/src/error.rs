@@ -42,7 +42,9 @@ pub enum ResealError {
         reason: String,
     },
     /// No Windows installation was found under the given root.
-    #[error("{root}: no Windows installation found (expected <dir>\\System32\\config\\SYSTEM under the root)")]
+    #[error(
+        "{root}: no Windows installation found (expected <dir>\\System32\\config\\SYSTEM under the root)"
+    )]
     NoInstall {
         /// The root given.
         root: String,
@@ -56,7 +58,9 @@ pub enum ResealError {
         message: String,
     },
     /// Committing changes failed; the image was restored to its prior state.
-    #[error("commit failed at {path} ({action}): {message}; the image was left as it was before the run")]
+    #[error(
+        "commit failed at {path} ({action}): {message}; the image was left as it was before the run"
+    )]
     CommitFailed {
         /// Path being changed when it failed.
         path: String,
@@ -67,7 +71,9 @@ pub enum ResealError {
     },
     /// The structural checker found problems in a hive after editing;
     /// nothing was written.
-    #[error("{path}: the edited hive fails the structural check ({count} error(s), first: {first}); nothing was written")]
+    #[error(
+        "{path}: the edited hive fails the structural check ({count} error(s), first: {first}); nothing was written"
+    )]
     CheckFailed {
         /// Path of the hive inside the image.
         path: String,

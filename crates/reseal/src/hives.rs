@@ -91,7 +91,10 @@ pub fn log_paths(backend: &dyn Backend, path: &str) -> Vec<String> {
     let mut out = Vec::new();
     for suffix in [".LOG", ".LOG1", ".LOG2"] {
         let want = format!("{name}{suffix}");
-        if let Some(e) = entries.iter().find(|e| !e.is_dir && e.name.eq_ignore_ascii_case(&want)) {
+        if let Some(e) = entries
+            .iter()
+            .find(|e| !e.is_dir && e.name.eq_ignore_ascii_case(&want))
+        {
             out.push(join(dir, &e.name));
         }
     }

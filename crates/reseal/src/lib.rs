@@ -10,14 +10,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod apply;
 pub mod backend;
 pub mod context;
+pub mod describe;
+pub mod discover;
 pub mod edit;
 pub mod error;
+pub mod generalize;
 pub mod hives;
 pub mod install;
 pub mod ops;
 pub mod options;
+pub mod preflight;
+pub mod report;
 pub mod unattend;
 
 pub use error::{ResealError, Result};

@@ -1,1 +1,929 @@
-//! The directory backend: a Windows root as a folder on the host.
+//! The directory backend: a Windows root as a folder on the host, as
+//! `wimlib-imagex apply` to a folder, `dism /Mount-Image` or a mounted
+//! volume leaves it.
+//!
+//! # Paths
+//!
+//! Image paths are relative to the root, Windows-style (`\`) or with `/`.
+//! Empty and `.` components are ignored. Refused with
+//! [`ResealError::UnsafePath`]: a leading separator (absolute or UNC path),
+//! a `..` component, any `:` (drive letters, NTFS stream names) and NUL.
+//!
+//! Each component is looked up case-insensitively, as NTFS does: an exact
+//! match wins; otherwise the directory is listed and the first entry, in
+//! byte order of the host names, whose name is equal under simple Unicode
+//! upper-casing is taken. Host names that are not valid UTF-8 can only be
+//! reached by an exact match and are left out of listings. Listings used for
+//! these lookups are cached between commits (a commit clears the cache); the
+//! tree must not be changed behind the backend's back while it is open.
+//!
+//! # Links
+//!
+//! Symbolic links (wimlib applies junctions as symlinks) are followed only
+//! when their target, fully resolved, lies inside the root; a link that
+//! leads out of the root or cannot be resolved gives `UnsafePath`. Changes
+//! never act on a link itself: a [`FileChange`] whose last component is a
+//! symbolic link is refused with `UnsafePath` before anything is written.
+//! Links in the middle of a changed path are followed under the same rule.
+//! Listings show links as they are named; one that cannot be followed is
+//! listed as a file of size 0.
+//! Hard links cannot be told apart from plain files; a `Truncate` acts on the
+//! shared contents as it would on NTFS, a `Write` replaces only the name.
+//!
+//! # Commit
+//!
+//! [`Backend::commit`] applies the changes in list order (so a later change
+//! to the same path wins, and `DeleteTree` then `Write` below it gives a
+//! fresh directory), with a journal that lets every step be undone:
+//!
+//! 1. Every path is checked first; an unsafe one fails the commit with
+//!    `UnsafePath` before anything is touched. The new contents of every
+//!    `Write` whose directory already exists are written to a temporary file
+//!    beside the target (`.<name>.reseal-new-<pid>`) and synced.
+//! 2. Then each change in order: missing parent directories are created
+//!    (remembered); an existing target that is replaced, deleted, or a tree
+//!    that is deleted is renamed aside to `.<name>.reseal-old-<pid>` in the
+//!    same directory; a file to truncate is first copied aside, then set to
+//!    length zero in place (so it keeps its inode and attributes); a new
+//!    file is renamed into place with the replaced file's permissions.
+//! 3. Every touched directory is synced.
+//! 4. Only then are the backups (and any unused temporary file) removed.
+//!
+//! A failure in 1–3 undoes the journal in reverse (backups renamed back,
+//! truncated files copied back, new files, temporary files and created
+//! directories removed), which leaves the tree byte-identical, and returns
+//! [`ResealError::CommitFailed`]. A failure while removing backups in step 4
+//! is ignored: the changes are in place, and a stray backup is only garbage.
+//! `Truncate`, `Delete` and `DeleteTree` of a missing path do nothing;
+//! `Delete` of a directory, `Truncate` of a directory and `Write` onto a
+//! directory fail the commit; `DeleteTree` of a file deletes the file.
+//! Permissions (Unix mode) of replaced files are kept; owners, extended
+//! attributes and ACLs of replaced files are not carried over.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, DirEntry, FileChange};
+use crate::error::{ResealError, Result};
+
+/// Names of one host directory: (folded name, host name), sorted by host name.
+type Listing = Arc<Vec<(String, OsString)>>;
+
+/// A Windows root held as a directory on the host.
+#[derive(Debug)]
+pub struct DirBackend {
+    root: PathBuf,
+    fail_after: Option<usize>,
+    last_steps: usize,
+    listings: Mutex<HashMap<PathBuf, Listing>>,
+}
+
+/// Where a changed path lands on the host.
+struct Target {
+    /// The deepest existing directory on the way (canonical host path).
+    dir: PathBuf,
+    /// Directories still to create below `dir`, in order.
+    missing: Vec<String>,
+    /// Set when a component is a file where a directory is needed.
+    blocked: Option<String>,
+    /// The host name of the last component (stored case when it exists).
+    name: OsString,
+    /// The last component's own metadata (not followed), when it exists.
+    existing: Option<Metadata>,
+}
+
+/// How far a walk through directories got.
+struct Walk {
+    dir: PathBuf,
+    used: usize,
+    blocked: bool,
+}
+
+/// Upper-cases each character when it has a one-character upper case
+/// (close to the simple case mapping NTFS's upcase table applies).
+fn fold(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+        .collect()
+}
+
+fn unsafe_path(path: &str, reason: impl Into<String>) -> ResealError {
+    ResealError::UnsafePath {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn io_err(path: &Path, action: &'static str, source: io::Error) -> ResealError {
+    ResealError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+/// Splits an image path into its components, refusing unsafe forms.
+fn components(path: &str) -> Result<Vec<&str>> {
+    if path.contains('\0') {
+        return Err(unsafe_path(path, "the path contains a NUL character"));
+    }
+    if path.starts_with(['\\', '/']) {
+        return Err(unsafe_path(
+            path,
+            "absolute path; image paths are relative to the image root",
+        ));
+    }
+    let mut out = Vec::new();
+    for comp in path.split(['\\', '/']) {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                return Err(unsafe_path(
+                    path,
+                    "a `..` component would leave the image root",
+                ));
+            }
+            _ if comp.contains(':') => {
+                return Err(unsafe_path(
+                    path,
+                    "`:` is not allowed (drive letter or alternate data stream)",
+                ));
+            }
+            _ => out.push(comp),
+        }
+    }
+    Ok(out)
+}
+
+/// A name beside `name` for a temporary (`new`) or backup (`old`) file.
+fn side_name(name: &OsStr, kind: &str, n: u32) -> OsString {
+    let pid = std::process::id();
+    let suffix = if n == 0 {
+        format!(".reseal-{kind}-{pid}")
+    } else {
+        format!(".reseal-{kind}-{pid}-{n}")
+    };
+    let mut out = OsString::from(".");
+    // Keep well inside the usual 255-byte name limit.
+    if name.len() + suffix.len() < 240 {
+        out.push(name);
+        out.push(&suffix);
+    } else {
+        out.push(suffix.trim_start_matches('.'));
+    }
+    out
+}
+
+/// A path in `dir` that does not exist yet, for a backup of `name`.
+fn fresh_path(dir: &Path, name: &OsStr, kind: &str) -> io::Result<PathBuf> {
+    for n in 0..1000 {
+        let p = dir.join(side_name(name, kind, n));
+        match fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free name for a backup file",
+    ))
+}
+
+/// Creates a new file in `dir` beside `name` that did not exist before.
+fn create_fresh(dir: &Path, name: &OsStr, kind: &str) -> io::Result<(PathBuf, File)> {
+    for n in 0..1000 {
+        let p = dir.join(side_name(name, kind, n));
+        match OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(f) => return Ok((p, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free name for a temporary file",
+    ))
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Copies `from`'s contents into `to` (which is truncated first) and syncs.
+fn copy_contents_back(from: &Path, to: &Path) -> io::Result<()> {
+    let mut src = File::open(from)?;
+    let mut dst = OpenOptions::new().write(true).truncate(true).open(to)?;
+    io::copy(&mut src, &mut dst)?;
+    dst.sync_all()
+}
+
+impl DirBackend {
+    /// Opens the Windows root at `root`, which must be an existing directory
+    /// (it is canonicalized, so a symbolic link to it is fine).
+    pub fn open(root: &Path) -> Result<DirBackend> {
+        let canon = fs::canonicalize(root).map_err(|e| io_err(root, "open the image root", e))?;
+        let meta = fs::metadata(&canon).map_err(|e| io_err(&canon, "open the image root", e))?;
+        if !meta.is_dir() {
+            return Err(io_err(
+                &canon,
+                "open the image root",
+                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            ));
+        }
+        Ok(DirBackend {
+            root: canon,
+            fail_after: None,
+            last_steps: 0,
+            listings: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The canonical host path of the root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Testing aid: makes primitive step number `n` (counting from 0) of the
+    /// next commit fail with an injected I/O error, so that tests can check
+    /// the rollback after every step. `None` turns it off. The setting is
+    /// used up by the next call to `commit`, whether or not it fails.
+    pub fn set_fail_after(&mut self, n: Option<usize>) {
+        self.fail_after = n;
+    }
+
+    /// Testing aid: the number of primitive steps (creating a directory or a
+    /// temporary file, writing or syncing it, renaming, copying aside,
+    /// truncating, syncing a directory) the last commit performed or tried.
+    /// With [`set_fail_after`](Self::set_fail_after)`(Some(n))`, the commit
+    /// fails exactly when `n` is below this count.
+    pub fn last_commit_steps(&self) -> usize {
+        self.last_steps
+    }
+
+    fn clear_cache(&self) {
+        match self.listings.lock() {
+            Ok(mut m) => m.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
+    }
+
+    /// The names in a host directory, folded and sorted.
+    fn listing(&self, dir: &Path, cached: bool) -> io::Result<Listing> {
+        if cached {
+            let guard = match self.listings.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if let Some(l) = guard.get(dir) {
+                return Ok(Arc::clone(l));
+            }
+        }
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let os = entry.file_name();
+            if let Some(s) = os.to_str() {
+                names.push((fold(s), os.clone()));
+            }
+        }
+        names.sort_by(|a, b| a.1.cmp(&b.1));
+        let names = Arc::new(names);
+        if cached {
+            let mut guard = match self.listings.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            guard.insert(dir.to_path_buf(), Arc::clone(&names));
+        }
+        Ok(names)
+    }
+
+    /// Finds `name` in the host directory `dir`: exact match first, then the
+    /// first case-insensitive match in byte order. Returns the host name and
+    /// the entry's own metadata (links not followed).
+    fn lookup(
+        &self,
+        dir: &Path,
+        name: &str,
+        cached: bool,
+    ) -> io::Result<Option<(OsString, Metadata)>> {
+        match fs::symlink_metadata(dir.join(name)) {
+            Ok(m) => return Ok(Some((OsString::from(name), m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let want = fold(name);
+        for (folded, host) in self.listing(dir, cached)?.iter() {
+            if *folded != want {
+                continue;
+            }
+            match fs::symlink_metadata(dir.join(host)) {
+                Ok(m) => return Ok(Some((host.clone(), m))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resolves a symbolic link, refusing targets outside the root.
+    fn follow(&self, link: &Path, image_path: &str) -> Result<(PathBuf, Metadata)> {
+        let canon = fs::canonicalize(link).map_err(|e| {
+            unsafe_path(
+                image_path,
+                format!("symbolic link {} cannot be resolved: {e}", link.display()),
+            )
+        })?;
+        if !canon.starts_with(&self.root) {
+            return Err(unsafe_path(
+                image_path,
+                format!(
+                    "symbolic link {} leads out of the image root (to {})",
+                    link.display(),
+                    canon.display()
+                ),
+            ));
+        }
+        let meta = fs::metadata(&canon).map_err(|e| io_err(&canon, "read metadata", e))?;
+        Ok((canon, meta))
+    }
+
+    /// Walks the directories `comps` from the root as far as they exist.
+    fn walk(&self, image_path: &str, comps: &[&str], cached: bool) -> Result<Walk> {
+        let mut dir = self.root.clone();
+        for (i, comp) in comps.iter().enumerate() {
+            let found = self
+                .lookup(&dir, comp, cached)
+                .map_err(|e| io_err(&dir, "look up a name", e))?;
+            let Some((host, meta)) = found else {
+                return Ok(Walk {
+                    dir,
+                    used: i,
+                    blocked: false,
+                });
+            };
+            let mut next = dir.join(&host);
+            let mut meta = meta;
+            if meta.file_type().is_symlink() {
+                (next, meta) = self.follow(&next, image_path)?;
+            }
+            if !meta.is_dir() {
+                return Ok(Walk {
+                    dir,
+                    used: i,
+                    blocked: true,
+                });
+            }
+            dir = next;
+        }
+        Ok(Walk {
+            dir,
+            used: comps.len(),
+            blocked: false,
+        })
+    }
+
+    /// Resolves an existing path for reading: host path and metadata, with
+    /// links inside the root followed.
+    fn resolve_existing(&self, path: &str) -> Result<(PathBuf, Metadata)> {
+        let comps = components(path)?;
+        let not_found = || ResealError::NotFound {
+            path: path.to_string(),
+        };
+        let Some((last, parents)) = comps.split_last() else {
+            let meta =
+                fs::metadata(&self.root).map_err(|e| io_err(&self.root, "read metadata", e))?;
+            return Ok((self.root.clone(), meta));
+        };
+        let walk = self.walk(path, parents, true)?;
+        if walk.used != parents.len() {
+            return Err(not_found());
+        }
+        let found = self
+            .lookup(&walk.dir, last, true)
+            .map_err(|e| io_err(&walk.dir, "look up a name", e))?;
+        let Some((host, meta)) = found else {
+            return Err(not_found());
+        };
+        let full = walk.dir.join(host);
+        if meta.file_type().is_symlink() {
+            self.follow(&full, path)
+        } else {
+            Ok((full, meta))
+        }
+    }
+
+    /// Resolves a path that a change acts on, without the cache.
+    fn resolve_target(&self, path: &str) -> Result<Target> {
+        let comps = components(path)?;
+        let Some((last, parents)) = comps.split_last() else {
+            return Err(unsafe_path(
+                path,
+                "a change cannot act on the image root itself",
+            ));
+        };
+        let walk = self.walk(path, parents, false)?;
+        let rest = parents.get(walk.used..).unwrap_or_default();
+        if walk.blocked {
+            return Ok(Target {
+                dir: walk.dir,
+                missing: Vec::new(),
+                blocked: rest.first().map(|s| s.to_string()),
+                name: OsString::from(*last),
+                existing: None,
+            });
+        }
+        if !rest.is_empty() {
+            return Ok(Target {
+                dir: walk.dir,
+                missing: rest.iter().map(|s| s.to_string()).collect(),
+                blocked: None,
+                name: OsString::from(*last),
+                existing: None,
+            });
+        }
+        let found = self
+            .lookup(&walk.dir, last, false)
+            .map_err(|e| io_err(&walk.dir, "look up a name", e))?;
+        let (name, existing) = match found {
+            Some((host, meta)) => {
+                if meta.file_type().is_symlink() {
+                    return Err(unsafe_path(
+                        path,
+                        format!(
+                            "{} is a symbolic link; changes never act on or through a link",
+                            walk.dir.join(&host).display()
+                        ),
+                    ));
+                }
+                (host, Some(meta))
+            }
+            None => (OsString::from(*last), None),
+        };
+        Ok(Target {
+            dir: walk.dir,
+            missing: Vec::new(),
+            blocked: None,
+            name,
+            existing,
+        })
+    }
+}
+
+/// One undoable thing a commit did.
+enum Undo {
+    /// A directory was created.
+    CreatedDir(PathBuf),
+    /// A temporary file was created (removed on undo and after success).
+    Temp(PathBuf),
+    /// An entry was renamed aside.
+    MovedAside {
+        original: PathBuf,
+        backup: PathBuf,
+        is_dir: bool,
+    },
+    /// A new file was renamed into place.
+    Installed(PathBuf),
+    /// A file was copied aside.
+    CopiedAside(PathBuf),
+    /// A file was truncated in place; its old contents are in `backup`.
+    Truncated { target: PathBuf, backup: PathBuf },
+}
+
+/// Why a commit stopped.
+struct Fail {
+    path: String,
+    action: &'static str,
+    message: String,
+}
+
+/// The state of one commit.
+struct Run<'a> {
+    backend: &'a DirBackend,
+    fail_at: Option<usize>,
+    steps: usize,
+    journal: Vec<Undo>,
+    touched: BTreeSet<PathBuf>,
+    /// Directories renamed aside so far (temporary files staged in them
+    /// went along and cannot be used).
+    moved_dirs: Vec<PathBuf>,
+    /// Staged temporary files left unused, removed after success.
+    unused_temps: Vec<PathBuf>,
+}
+
+impl Run<'_> {
+    /// Counts one primitive step, failing it when asked to.
+    fn step(&mut self) -> io::Result<()> {
+        let n = self.steps;
+        self.steps += 1;
+        if self.fail_at == Some(n) {
+            Err(io::Error::other(format!(
+                "injected failure at step {n} (testing aid)"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes `data` to a new synced temporary file beside `name` in `dir`.
+    fn stage(&mut self, dir: &Path, name: &OsStr, data: &[u8]) -> io::Result<PathBuf> {
+        self.step()?;
+        let (temp, mut file) = create_fresh(dir, name, "new")?;
+        self.journal.push(Undo::Temp(temp.clone()));
+        self.step()?;
+        file.write_all(data)?;
+        self.step()?;
+        file.sync_all()?;
+        Ok(temp)
+    }
+
+    /// Whether `dir` was renamed aside (with a directory above it).
+    fn moved(&self, dir: &Path) -> bool {
+        self.moved_dirs.iter().any(|m| dir.starts_with(m))
+    }
+
+    /// Renames `original` aside in its directory.
+    fn move_aside(&mut self, dir: &Path, name: &OsStr, is_dir: bool) -> io::Result<()> {
+        self.step()?;
+        let original = dir.join(name);
+        let backup = fresh_path(dir, name, "old")?;
+        fs::rename(&original, &backup)?;
+        self.journal.push(Undo::MovedAside {
+            original,
+            backup,
+            is_dir,
+        });
+        self.touched.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        change: &FileChange,
+        prestaged: Option<(PathBuf, PathBuf)>,
+    ) -> Result<(), Fail> {
+        let path = change.path();
+        let fail = |action: &'static str, e: &dyn std::fmt::Display| Fail {
+            path: path.to_string(),
+            action,
+            message: e.to_string(),
+        };
+        let t = self
+            .backend
+            .resolve_target(path)
+            .map_err(|e| fail("resolve", &e))?;
+        let missing_or_blocked =
+            t.blocked.is_some() || !t.missing.is_empty() || t.existing.is_none();
+        match change {
+            FileChange::Write { data, .. } => {
+                if let Some(b) = &t.blocked {
+                    return Err(fail(
+                        "resolve",
+                        &format!(
+                            "{b} exists under {} and is not a directory",
+                            t.dir.display()
+                        ),
+                    ));
+                }
+                let mut dir = t.dir.clone();
+                for m in &t.missing {
+                    self.step().map_err(|e| fail("create directory", &e))?;
+                    let p = dir.join(m);
+                    fs::create_dir(&p).map_err(|e| fail("create directory", &e))?;
+                    self.journal.push(Undo::CreatedDir(p.clone()));
+                    self.touched.insert(dir);
+                    dir = p;
+                }
+                if t.existing.as_ref().is_some_and(|m| m.is_dir()) {
+                    return Err(fail("write", &"the path is a directory"));
+                }
+                let temp = match prestaged {
+                    Some((pdir, temp)) if pdir == dir && !self.moved(&pdir) => temp,
+                    other => {
+                        match other {
+                            Some((pdir, temp)) if !self.moved(&pdir) => {
+                                self.unused_temps.push(temp);
+                            }
+                            _ => {}
+                        }
+                        self.stage(&dir, &t.name, data)
+                            .map_err(|e| fail("write temporary file", &e))?
+                    }
+                };
+                let target = dir.join(&t.name);
+                if let Some(meta) = &t.existing {
+                    self.move_aside(&dir, &t.name, false)
+                        .map_err(|e| fail("move the original aside", &e))?;
+                    self.step().map_err(|e| fail("keep permissions", &e))?;
+                    fs::set_permissions(&temp, meta.permissions())
+                        .map_err(|e| fail("keep permissions", &e))?;
+                }
+                self.step().map_err(|e| fail("rename into place", &e))?;
+                fs::rename(&temp, &target).map_err(|e| fail("rename into place", &e))?;
+                self.journal.push(Undo::Installed(target));
+                self.touched.insert(dir);
+            }
+            FileChange::Truncate { .. } => {
+                if missing_or_blocked {
+                    return Ok(());
+                }
+                if t.existing.as_ref().is_some_and(|m| m.is_dir()) {
+                    return Err(fail("truncate", &"the path is a directory"));
+                }
+                let target = t.dir.join(&t.name);
+                self.step()
+                    .map_err(|e| fail("copy the original aside", &e))?;
+                let backup = self
+                    .copy_aside(&t.dir, &t.name, &target)
+                    .map_err(|e| fail("copy the original aside", &e))?;
+                self.step().map_err(|e| fail("truncate", &e))?;
+                self.journal.push(Undo::Truncated {
+                    target: target.clone(),
+                    backup,
+                });
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&target)
+                    .map_err(|e| fail("truncate", &e))?;
+                f.set_len(0).map_err(|e| fail("truncate", &e))?;
+                f.sync_all().map_err(|e| fail("truncate", &e))?;
+                self.touched.insert(t.dir.clone());
+            }
+            FileChange::Delete { .. } => {
+                if missing_or_blocked {
+                    return Ok(());
+                }
+                if t.existing.as_ref().is_some_and(|m| m.is_dir()) {
+                    return Err(fail(
+                        "delete",
+                        &"the path is a directory (DeleteTree deletes directories)",
+                    ));
+                }
+                self.move_aside(&t.dir, &t.name, false)
+                    .map_err(|e| fail("delete", &e))?;
+            }
+            FileChange::DeleteTree { .. } => {
+                if missing_or_blocked {
+                    return Ok(());
+                }
+                let is_dir = t.existing.as_ref().is_some_and(|m| m.is_dir());
+                self.move_aside(&t.dir, &t.name, is_dir)
+                    .map_err(|e| fail("delete tree", &e))?;
+                if is_dir {
+                    self.moved_dirs.push(t.dir.join(&t.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `target` to a new backup file beside it, with its permissions.
+    fn copy_aside(&mut self, dir: &Path, name: &OsStr, target: &Path) -> io::Result<PathBuf> {
+        let (backup, mut dst) = create_fresh(dir, name, "old")?;
+        self.journal.push(Undo::CopiedAside(backup.clone()));
+        let mut src = File::open(target)?;
+        io::copy(&mut src, &mut dst)?;
+        dst.set_permissions(src.metadata()?.permissions())?;
+        dst.sync_all()?;
+        Ok(backup)
+    }
+
+    /// Undoes the journal in reverse; returns the errors met.
+    fn rollback(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut note = |what: &str, p: &Path, r: io::Result<()>| {
+            if let Err(e) = r {
+                errors.push(format!("{what} {}: {e}", p.display()));
+            }
+        };
+        let ignore_missing = |r: io::Result<()>| match r {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
+        while let Some(u) = self.journal.pop() {
+            match u {
+                Undo::CreatedDir(p) => note("remove directory", &p, fs::remove_dir(&p)),
+                Undo::Temp(p) | Undo::CopiedAside(p) => {
+                    note("remove", &p, ignore_missing(fs::remove_file(&p)))
+                }
+                Undo::Installed(p) => note("remove", &p, fs::remove_file(&p)),
+                Undo::MovedAside {
+                    original, backup, ..
+                } => note("restore", &original, fs::rename(&backup, &original)),
+                Undo::Truncated { target, backup } => {
+                    note("restore", &target, copy_contents_back(&backup, &target))
+                }
+            }
+        }
+        for d in &self.touched {
+            let _ = sync_dir(d);
+        }
+        errors
+    }
+
+    /// Removes backups and unused temporary files after success.
+    fn cleanup(&mut self) {
+        for u in self.journal.drain(..) {
+            match u {
+                Undo::MovedAside {
+                    backup,
+                    is_dir: true,
+                    ..
+                } => {
+                    let _ = fs::remove_dir_all(&backup);
+                }
+                Undo::MovedAside { backup, .. } | Undo::CopiedAside(backup) => {
+                    let _ = fs::remove_file(&backup);
+                }
+                // Used temporary files were renamed into place; unused ones
+                // are listed apart, or went aside with their directory.
+                Undo::Temp(_)
+                | Undo::CreatedDir(_)
+                | Undo::Installed(_)
+                | Undo::Truncated { .. } => {}
+            }
+        }
+        for temp in self.unused_temps.drain(..) {
+            let _ = fs::remove_file(&temp);
+        }
+    }
+
+    fn run(&mut self, changes: &[FileChange], targets: Vec<Option<Target>>) -> Result<(), Fail> {
+        // Write the new contents of writes whose directory exists before
+        // touching anything that exists.
+        let mut prestaged: Vec<Option<(PathBuf, PathBuf)>> = Vec::with_capacity(changes.len());
+        for (change, t) in changes.iter().zip(targets) {
+            let staged = match (change, t) {
+                (FileChange::Write { data, path }, Some(t))
+                    if t.blocked.is_none()
+                        && t.missing.is_empty()
+                        && !t.existing.as_ref().is_some_and(|m| m.is_dir()) =>
+                {
+                    let temp = self.stage(&t.dir, &t.name, data).map_err(|e| Fail {
+                        path: path.clone(),
+                        action: "write temporary file",
+                        message: e.to_string(),
+                    })?;
+                    Some((t.dir, temp))
+                }
+                _ => None,
+            };
+            prestaged.push(staged);
+        }
+        for (change, staged) in changes.iter().zip(prestaged) {
+            self.apply(change, staged)?;
+        }
+        let dirs: Vec<PathBuf> = self.touched.iter().cloned().collect();
+        for d in dirs {
+            // A directory renamed aside after it was touched is synced
+            // with the backup it went to, which does not matter.
+            let r = self.step().and_then(|()| match sync_dir(&d) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            });
+            r.map_err(|e| Fail {
+                path: d.display().to_string(),
+                action: "sync directory",
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for DirBackend {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<DirEntry>> {
+        let (host, meta) = self.resolve_existing(dir)?;
+        if !meta.is_dir() {
+            return Err(ResealError::NotFound {
+                path: dir.to_string(),
+            });
+        }
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&host).map_err(|e| io_err(&host, "list directory", e))? {
+            let entry = entry.map_err(|e| io_err(&host, "list directory", e))?;
+            let os = entry.file_name();
+            let Some(name) = os.to_str() else {
+                continue;
+            };
+            let full = host.join(&os);
+            let meta =
+                fs::symlink_metadata(&full).map_err(|e| io_err(&full, "read metadata", e))?;
+            let (is_dir, size) = if meta.file_type().is_symlink() {
+                match self.follow(&full, name) {
+                    Ok((_, m)) => (m.is_dir(), if m.is_dir() { 0 } else { m.len() }),
+                    Err(_) => (false, 0),
+                }
+            } else {
+                (meta.is_dir(), if meta.is_dir() { 0 } else { meta.len() })
+            };
+            out.push(DirEntry {
+                name: name.to_string(),
+                is_dir,
+                size,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.resolve_existing(path).is_ok()
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        self.resolve_existing(path).is_ok_and(|(_, m)| m.is_dir())
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>> {
+        let (host, _) = self.resolve_existing(path)?;
+        fs::read(&host).map_err(|e| io_err(&host, "read file", e))
+    }
+
+    fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
+        let (host, meta) = self.resolve_existing(path)?;
+        let file = File::open(&host).map_err(|e| io_err(&host, "open file", e))?;
+        let want = u64::try_from(len).unwrap_or(u64::MAX);
+        let cap = want.min(meta.len()).min(16 << 20);
+        let mut buf = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
+        file.take(want)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(&host, "read file", e))?;
+        Ok(buf)
+    }
+
+    fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
+        self.clear_cache();
+        let fail_at = self.fail_after.take();
+        // Check every path before anything is touched. Problems other than
+        // unsafe paths may be cured by earlier changes in the list; they are
+        // met again, in order, while applying.
+        let mut targets = Vec::with_capacity(changes.len());
+        for change in changes {
+            match self.resolve_target(change.path()) {
+                Ok(t) => targets.push(Some(t)),
+                Err(e @ ResealError::UnsafePath { .. }) => {
+                    self.last_steps = 0;
+                    return Err(e);
+                }
+                Err(_) => targets.push(None),
+            }
+        }
+        let mut run = Run {
+            backend: self,
+            fail_at,
+            steps: 0,
+            journal: Vec::new(),
+            touched: BTreeSet::new(),
+            moved_dirs: Vec::new(),
+            unused_temps: Vec::new(),
+        };
+        let result = run.run(changes, targets);
+        let steps = run.steps;
+        let outcome = match result {
+            Ok(()) => {
+                run.cleanup();
+                Ok(())
+            }
+            Err(f) => {
+                let undo_errors = run.rollback();
+                let mut message = f.message;
+                if !undo_errors.is_empty() {
+                    message.push_str(&format!(
+                        "; ROLLBACK INCOMPLETE, the tree was NOT fully restored: {}",
+                        undo_errors.join("; ")
+                    ));
+                }
+                Err(ResealError::CommitFailed {
+                    path: f.path,
+                    action: f.action,
+                    message,
+                })
+            }
+        };
+        self.last_steps = steps;
+        self.clear_cache();
+        outcome
+    }
+}

@@ -34,7 +34,11 @@ impl MemoryBackend {
 
     fn children(&self, dir: &str) -> BTreeMap<String, DirEntry> {
         let d = norm(dir);
-        let prefix = if d.is_empty() { String::new() } else { format!("{d}\\") };
+        let prefix = if d.is_empty() {
+            String::new()
+        } else {
+            format!("{d}\\")
+        };
         let mut out = BTreeMap::new();
         for (k, (orig, data)) in &self.files {
             let Some(rest) = k.strip_prefix(&prefix) else {

@@ -57,13 +57,47 @@ fn generated() -> Vec<Vec<u8>> {
     for minor in [3, 5] {
         let mut s = Session::new(minor);
         for (i, op) in [
-            Op::Create { parent: 0, name: vec![0, 7, 15] },
-            Op::Create { parent: 0, name: vec![4, 5, 6] },
-            Op::Create { parent: 1, name: vec![16] },
-            Op::SetValue { key: 1, name: vec![], value_type: 1, len: 10, seed: 1, by_id: false },
-            Op::SetValue { key: 2, name: vec![9], value_type: 3, len: 20_000, seed: 2, by_id: false },
-            Op::SetValue { key: 0, name: vec![11], value_type: 4, len: 4, seed: 3, by_id: false },
-            Op::SetClass { key: 2, len: Some(12), seed: 4 },
+            Op::Create {
+                parent: 0,
+                name: vec![0, 7, 15],
+            },
+            Op::Create {
+                parent: 0,
+                name: vec![4, 5, 6],
+            },
+            Op::Create {
+                parent: 1,
+                name: vec![16],
+            },
+            Op::SetValue {
+                key: 1,
+                name: vec![],
+                value_type: 1,
+                len: 10,
+                seed: 1,
+                by_id: false,
+            },
+            Op::SetValue {
+                key: 2,
+                name: vec![9],
+                value_type: 3,
+                len: 20_000,
+                seed: 2,
+                by_id: false,
+            },
+            Op::SetValue {
+                key: 0,
+                name: vec![11],
+                value_type: 4,
+                len: 4,
+                seed: 3,
+                by_id: false,
+            },
+            Op::SetClass {
+                key: 2,
+                len: Some(12),
+                seed: 4,
+            },
             Op::SetSecurity { key: 3, variant: 1 },
         ]
         .iter()
@@ -114,13 +148,25 @@ fn main() {
     for (name, bytes) in &hives {
         write(&out.join("open_read"), name, bytes);
         write(&out.join("check"), name, bytes);
-        write(&out.join("replay"), name, &join_replay_input(bytes, &[], &[]));
+        write(
+            &out.join("replay"),
+            name,
+            &join_replay_input(bytes, &[], &[]),
+        );
         if let Ok(h) = Hive::from_bytes(name, bytes.clone()) {
             if let Ok(w) = h.export_reg("", "", RegVersion::V5) {
-                write(&out.join("parse_reg"), &format!("{name}.v5.utf16"), &w.finish(RegEncoding::Utf16Le));
+                write(
+                    &out.join("parse_reg"),
+                    &format!("{name}.v5.utf16"),
+                    &w.finish(RegEncoding::Utf16Le),
+                );
             }
             if let Ok(w) = h.export_reg("", "HKEY_LOCAL_MACHINE\\X", RegVersion::V4) {
-                write(&out.join("parse_reg"), &format!("{name}.v4.utf8"), &w.finish(RegEncoding::Utf8));
+                write(
+                    &out.join("parse_reg"),
+                    &format!("{name}.v4.utf8"),
+                    &w.finish(RegEncoding::Utf8),
+                );
             }
         }
     }

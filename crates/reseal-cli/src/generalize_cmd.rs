@@ -1,0 +1,157 @@
+//! `reseal generalize`, `reseal inspect`, `reseal list-operations`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use reseal::backend::dir::DirBackend;
+use reseal::generalize::{generalize, inspect, select_operations};
+use reseal::options::{GeneralizeOptions, Mode, Selection};
+use reseal::report::Outcome;
+
+/// Exit code: refused by preflight.
+pub const EXIT_REFUSED: u8 = 1;
+
+/// Flags of `reseal generalize`.
+#[derive(Args)]
+pub struct GeneralizeArgs {
+    /// The image: a directory holding a Windows root.
+    path: PathBuf,
+    /// Arm the image to run specialize then OOBE on first boot (default).
+    #[arg(long, conflicts_with = "audit")]
+    oobe: bool,
+    /// Arm the image to run specialize then audit mode on first boot.
+    #[arg(long)]
+    audit: bool,
+    /// Sysprep's /mode:vm: the image will boot on the same virtual
+    /// hardware; device instances are kept. Only "vm" is accepted.
+    #[arg(long, value_parser = ["vm"])]
+    mode: Option<String>,
+    /// Keep device instances (as PnpSysprep PersistAllDeviceInstalls).
+    #[arg(long)]
+    persist_devices: bool,
+    /// Answer file to place at Windows\Panther\unattend.xml (must be XML;
+    /// passwords in it are never printed).
+    #[arg(long, value_name = "FILE")]
+    unattend: Option<PathBuf>,
+    /// Plan and report only; the image is not changed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Proceed despite findings sysprep itself would reject (domain
+    /// membership, per-user Appx packages, pending servicing, ...).
+    /// Findings that make the result unsafe are never overridden.
+    #[arg(long)]
+    force: bool,
+    /// Run exactly these operations (comma-separated; see list-operations).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["enable", "disable"])]
+    operations: Option<Vec<String>>,
+    /// Also run these operations (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    enable: Vec<String>,
+    /// Do not run these operations (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    disable: Vec<String>,
+}
+
+/// Runs `reseal generalize`.
+pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
+    let unattend = match &a.unattend {
+        Some(p) => {
+            let bytes =
+                std::fs::read(p).with_context(|| format!("{}: read answer file", p.display()))?;
+            Some((p.display().to_string(), bytes))
+        }
+        None => None,
+    };
+    let options = GeneralizeOptions {
+        mode: if a.audit { Mode::Audit } else { Mode::Oobe },
+        vm: a.mode.is_some(),
+        persist_devices: a.persist_devices,
+        unattend,
+        force: a.force,
+        dry_run: a.dry_run,
+        selection: Selection {
+            only: a.operations,
+            enable: a.enable,
+            disable: a.disable,
+        },
+    };
+    let mut backend = DirBackend::open(&a.path)?;
+    let report = generalize(&mut backend, &options)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(p) = &a.report {
+        std::fs::write(p, format!("{json}\n"))
+            .with_context(|| format!("{}: write report", p.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{json}")?;
+    } else {
+        out.write_all(report.to_text().as_bytes())?;
+    }
+    Ok(match report.outcome {
+        Outcome::Refused => ExitCode::from(EXIT_REFUSED),
+        Outcome::Done | Outcome::NothingToDo => ExitCode::SUCCESS,
+    })
+}
+
+/// Flags of `reseal inspect`.
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The image: a directory holding a Windows root.
+    path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `reseal inspect`.
+pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
+    let backend = DirBackend::open(&a.path)?;
+    let installs = inspect(&backend)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&installs)?)?;
+    } else {
+        for i in &installs {
+            writeln!(out, "== {} ==", i.windows_dir)?;
+            out.write_all(i.description.to_text().as_bytes())?;
+            for f in &i.findings {
+                writeln!(out, "  {:?} {}: {}", f.severity, f.id, f.message)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `reseal list-operations`.
+pub fn run_list_operations() -> Result<ExitCode> {
+    let all = select_operations(&Selection {
+        only: Some(
+            reseal::ops::all()
+                .iter()
+                .map(|o| o.name().to_string())
+                .collect(),
+        ),
+        ..Selection::default()
+    })?;
+    let mut out = std::io::stdout().lock();
+    for o in all {
+        writeln!(
+            out,
+            "{:<16} {:<8} {}",
+            o.name(),
+            if o.default_enabled() { "on" } else { "off" },
+            o.description()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,176 @@
+//! One generalize run: discover, load, preflight, plan, apply, check,
+//! commit, report.
+
+use crate::apply::apply;
+use crate::backend::{Backend, FileChange};
+use crate::context::PlanContext;
+use crate::describe::describe;
+use crate::discover::{find_windows_dirs, load_install};
+use crate::error::{ResealError, Result};
+use crate::ops::{self, Operation};
+use crate::options::{GeneralizeOptions, Selection};
+use crate::preflight::{Severity, preflight};
+use crate::report::{InstallReport, Outcome, REPORT_SCHEMA_VERSION, RunReport};
+use crate::unattend::Unattend;
+
+/// Chooses the operations to run from the selection flags. Unknown names
+/// are an error that lists the known ones.
+pub fn select_operations(sel: &Selection) -> Result<Vec<Box<dyn Operation>>> {
+    let all = ops::all();
+    let known: Vec<&'static str> = all.iter().map(|o| o.name()).collect();
+    let names = sel
+        .only
+        .iter()
+        .flatten()
+        .chain(&sel.enable)
+        .chain(&sel.disable);
+    for n in names {
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(n)) {
+            return Err(ResealError::InvalidInput {
+                what: format!("operation {n:?}"),
+                message: format!("unknown operation; known: {}", known.join(", ")),
+            });
+        }
+    }
+    let has = |list: &[String], name: &str| list.iter().any(|n| n.eq_ignore_ascii_case(name));
+    Ok(all
+        .into_iter()
+        .filter(|o| match &sel.only {
+            Some(only) => has(only, o.name()),
+            None => {
+                (o.default_enabled() || has(&sel.enable, o.name())) && !has(&sel.disable, o.name())
+            }
+        })
+        .collect())
+}
+
+/// Generalizes every Windows installation of the image behind `backend`.
+///
+/// Nothing is written when preflight refuses any install, with `dry_run`,
+/// or when an edited hive fails the structural check; all changes of all
+/// installs are committed in one all-or-nothing batch.
+pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Result<RunReport> {
+    let unattend = match &options.unattend {
+        Some((name, bytes)) => Some(Unattend::parse(name, bytes)?),
+        None => None,
+    };
+    let operations = select_operations(&options.selection)?;
+    let dirs = find_windows_dirs(backend)?;
+    if dirs.is_empty() {
+        return Err(ResealError::NoInstall {
+            root: backend.describe(),
+        });
+    }
+    let mut report = RunReport {
+        schema: REPORT_SCHEMA_VERSION,
+        tool: "reseal",
+        version: env!("CARGO_PKG_VERSION"),
+        input: backend.describe(),
+        mode: options.mode,
+        vm: options.vm,
+        dry_run: options.dry_run,
+        force: options.force,
+        outcome: Outcome::NothingToDo,
+        installs: Vec::new(),
+    };
+    let mut changes: Vec<FileChange> = Vec::new();
+    for dir in dirs {
+        let install = load_install(backend, &dir);
+        let description = describe(&install, backend);
+        let findings = preflight(&install, backend, &description);
+        let refused_by: Vec<String> = findings
+            .iter()
+            .filter(|f| {
+                f.severity == Severity::Refuse
+                    || (f.severity == Severity::RefuseUnlessForced && !options.force)
+            })
+            .map(|f| f.id.to_string())
+            .collect();
+        let already = findings.iter().any(|f| f.id == "already-generalized");
+        let mut entry = InstallReport {
+            windows_dir: dir.clone(),
+            description,
+            findings,
+            refused: !refused_by.is_empty(),
+            refused_by,
+            already_generalized: already,
+            operations: operations.iter().map(|o| o.name().to_string()).collect(),
+            edits: Vec::new(),
+            not_done: Vec::new(),
+            hives_written: Vec::new(),
+            files_changed: 0,
+        };
+        if !entry.refused && !already {
+            let ctx = PlanContext {
+                install: &install,
+                backend,
+                options,
+                unattend: unattend.as_ref(),
+            };
+            for op in &operations {
+                let plan = op.plan(&ctx)?;
+                entry.edits.extend(plan.edits);
+                entry.not_done.extend(plan.not_done);
+            }
+            if !options.dry_run && !entry.edits.is_empty() {
+                let applied = apply(&install, &entry.edits)?;
+                entry.files_changed = applied.changes.len();
+                entry.hives_written = applied.hives_written;
+                changes.extend(applied.changes);
+            }
+        }
+        report.installs.push(entry);
+    }
+    if report.installs.iter().any(|i| i.refused) {
+        report.outcome = Outcome::Refused;
+        for i in &mut report.installs {
+            i.hives_written.clear();
+            i.files_changed = 0;
+        }
+        return Ok(report);
+    }
+    if report.installs.iter().any(|i| !i.edits.is_empty()) {
+        report.outcome = Outcome::Done;
+    }
+    if !options.dry_run && !changes.is_empty() {
+        backend.commit(&changes)?;
+    }
+    Ok(report)
+}
+
+/// Describes every installation of an image with its preflight findings
+/// (`reseal inspect`).
+pub fn inspect(backend: &dyn Backend) -> Result<Vec<InstallReport>> {
+    let dirs = find_windows_dirs(backend)?;
+    if dirs.is_empty() {
+        return Err(ResealError::NoInstall {
+            root: backend.describe(),
+        });
+    }
+    Ok(dirs
+        .into_iter()
+        .map(|dir| {
+            let install = load_install(backend, &dir);
+            let description = describe(&install, backend);
+            let findings = preflight(&install, backend, &description);
+            let refused_by: Vec<String> = findings
+                .iter()
+                .filter(|f| matches!(f.severity, Severity::Refuse | Severity::RefuseUnlessForced))
+                .map(|f| f.id.to_string())
+                .collect();
+            InstallReport {
+                windows_dir: dir,
+                already_generalized: findings.iter().any(|f| f.id == "already-generalized"),
+                description,
+                findings,
+                refused: !refused_by.is_empty(),
+                refused_by,
+                operations: Vec::new(),
+                edits: Vec::new(),
+                not_done: Vec::new(),
+                hives_written: Vec::new(),
+                files_changed: 0,
+            }
+        })
+        .collect())
+}
