@@ -342,7 +342,7 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ',')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     (0..digits.len())
@@ -599,9 +599,8 @@ fn build_corpus_root_from(recipes: &Path, dest: &Path, corpus: &Path) -> Result<
     for f in real {
         let to = config.join(f);
         fs::copy(rathbun.join(f), &to)?;
-        let mut perm = fs::metadata(&to)?.permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perm.set_readonly(false);
+        // The corpus is read-only; the copy must be writable like any hive.
+        let perm: fs::Permissions = std::os::unix::fs::PermissionsExt::from_mode(0o644);
         fs::set_permissions(&to, perm)?;
     }
     // Move the synthetic hives to the real machine SID.
@@ -673,4 +672,506 @@ pub fn run() -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reseal_hive::Value;
+
+    fn machine() -> Sid {
+        SAMPLE_MACHINE_SID.parse().unwrap()
+    }
+
+    fn build(variant: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("root");
+        build_windows_root(&dest, variant).unwrap();
+        (tmp, dest)
+    }
+
+    fn open(dest: &Path, rel: &str) -> Hive {
+        let h = Hive::open(host_path(dest, rel)).unwrap();
+        let report = h.check();
+        assert!(report.is_clean(), "{rel}: {:?}", report.error_rules());
+        h
+    }
+
+    fn config(name: &str) -> String {
+        format!("Windows\\System32\\config\\{name}")
+    }
+
+    fn value(h: &Hive, key: &str, name: &str) -> Option<Value> {
+        let k = h.open_key(key).unwrap()?;
+        h.value(k, name).unwrap()
+    }
+
+    fn string(h: &Hive, key: &str, name: &str) -> Option<String> {
+        let v = value(h, key, name)?;
+        let units: Vec<u16> = v
+            .data
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&u| u != 0)
+            .collect();
+        Some(String::from_utf16_lossy(&units))
+    }
+
+    fn dword(h: &Hive, key: &str, name: &str) -> Option<u32> {
+        let v = value(h, key, name)?;
+        Some(u32::from_le_bytes(v.data.get(..4)?.try_into().ok()?))
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn files_recipe_syntax() {
+        let ops = parse_files(
+            "t",
+            "# c\n\ndir A\\B\nsize 4 x.bin = ab\nhex h.bin = 00 ff\ntext t.txt <<END\none\ntwo\nEND\n\
+             text i.txt = a = b\ncopy A -> B\ndelete C\ndirty D\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                FileOp::Dir("A\\B".into()),
+                FileOp::File("x.bin".into(), b"ab\0\0".to_vec()),
+                FileOp::File("h.bin".into(), vec![0, 0xff]),
+                FileOp::File("t.txt".into(), b"one\r\ntwo\r\n".to_vec()),
+                FileOp::File("i.txt".into(), b"a = b".to_vec()),
+                FileOp::Copy("A".into(), "B".into()),
+                FileOp::Delete("C".into()),
+                FileOp::Dirty("D".into()),
+            ]
+        );
+        assert!(parse_files("t", "bogus x\n").is_err());
+        assert!(parse_files("t", "text ..\\x = y\n").is_err());
+        assert!(parse_files("t", "text x <<END\nno end\n").is_err());
+    }
+
+    #[test]
+    fn base_root_hives_and_facts() {
+        let (_tmp, dest) = build(None);
+        let m = machine();
+        let demo = m.with_rid(1001);
+        let alice = m.with_rid(1002);
+
+        // SYSTEM: control sets, identity, devices, network state.
+        let sys = open(&dest, &config("SYSTEM"));
+        assert_eq!(sys.minor_version(), 5);
+        let root = sys.key_info(sys.root()).unwrap().name;
+        assert!(root.starts_with("CMI-CreateHive{"), "{root}");
+        assert_eq!(dword(&sys, "Select", "Current"), Some(1));
+        assert_eq!(dword(&sys, "Select", "LastKnownGood"), Some(2));
+        for cs in ["ControlSet001", "ControlSet002"] {
+            assert_eq!(
+                string(
+                    &sys,
+                    &format!("{cs}\\Control\\ProductOptions"),
+                    "ProductType"
+                )
+                .as_deref(),
+                Some("WinNT")
+            );
+            assert_eq!(
+                string(
+                    &sys,
+                    &format!("{cs}\\Control\\ComputerName\\ComputerName"),
+                    "ComputerName"
+                )
+                .as_deref(),
+                Some("DESKTOP-R3S34L1")
+            );
+        }
+        let cs = "ControlSet001";
+        assert_eq!(
+            string(
+                &sys,
+                &format!("{cs}\\Control\\Session Manager\\Environment"),
+                "PROCESSOR_ARCHITECTURE"
+            )
+            .as_deref(),
+            Some("AMD64")
+        );
+        let nic =
+            format!("{cs}\\Enum\\PCI\\VEN_8086&DEV_100E&SUBSYS_001E8086&REV_02\\3&267a616a&0&18");
+        let driver = string(&sys, &nic, "Driver").unwrap();
+        assert!(
+            sys.open_key(&format!("{cs}\\Control\\Class\\{driver}"))
+                .unwrap()
+                .is_some()
+        );
+        let if_guid = string(
+            &sys,
+            &format!("{cs}\\Control\\Class\\{driver}"),
+            "NetCfgInstanceId",
+        )
+        .unwrap();
+        assert!(
+            sys.open_key(&format!(
+                "{cs}\\Control\\Network\\{{4D36E972-E325-11CE-BFC1-08002BE10318}}\\{if_guid}\\Connection"
+            ))
+            .unwrap()
+            .is_some()
+        );
+        let iface = format!("{cs}\\Services\\Tcpip\\Parameters\\Interfaces\\{if_guid}");
+        assert_eq!(
+            string(&sys, &iface, "DhcpIPAddress").as_deref(),
+            Some("10.0.2.15")
+        );
+        assert!(
+            value(
+                &sys,
+                &format!("{cs}\\Services\\Tcpip6\\Parameters"),
+                "Dhcpv6DUID"
+            )
+            .is_some()
+        );
+        for enumerator in ["PCI", "ROOT", "SWD", "USB", "STORAGE", "SCSI"] {
+            let k = sys.key(&format!("{cs}\\Enum\\{enumerator}")).unwrap();
+            assert!(!sys.subkeys(k).unwrap().is_empty(), "{enumerator}");
+        }
+        assert!(sys.open_key(&format!("{cs}\\Enum\\PCI")).unwrap().is_some());
+        assert_eq!(
+            dword(&sys, &format!("{cs}\\Services\\storahci"), "Start"),
+            Some(3)
+        );
+        assert!(value(&sys, "MountedDevices", "\\DosDevices\\C:").is_some());
+        assert_eq!(dword(&sys, "Setup", "SystemSetupInProgress"), Some(0));
+        assert_eq!(
+            dword(&sys, "Setup\\Status\\SysprepStatus", "GeneralizationState"),
+            None
+        );
+
+        // SOFTWARE: version, profiles, identities, markers.
+        let sw = open(&dest, &config("SOFTWARE"));
+        let cv = "Microsoft\\Windows NT\\CurrentVersion";
+        assert_eq!(
+            string(&sw, cv, "ProductName").as_deref(),
+            Some("Windows 10 Pro")
+        );
+        assert_eq!(string(&sw, cv, "CurrentBuild").as_deref(), Some("19045"));
+        for (sid, path) in [(&demo, "C:\\Users\\demo"), (&alice, "C:\\Users\\alice")] {
+            let k = format!("{cv}\\ProfileList\\{sid}");
+            assert_eq!(string(&sw, &k, "ProfileImagePath").as_deref(), Some(path));
+            assert_eq!(value(&sw, &k, "Sid").unwrap().data, sid.to_bytes());
+            let sd = sw.security_descriptor(sw.key(&k).unwrap()).unwrap();
+            assert!(contains(&sd, &sid.to_bytes()), "profile key grants {sid}");
+        }
+        for s in ["S-1-5-18", "S-1-5-19", "S-1-5-20"] {
+            assert!(
+                sw.open_key(&format!("{cv}\\ProfileList\\{s}"))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert!(string(&sw, "Microsoft\\Cryptography", "MachineGuid").is_some());
+        assert!(string(&sw, "Microsoft\\SQMClient", "MachineId").is_some());
+        assert!(
+            string(
+                &sw,
+                "Microsoft\\Windows\\CurrentVersion\\WindowsUpdate",
+                "SusClientId"
+            )
+            .is_some()
+        );
+        assert_eq!(
+            string(
+                &sw,
+                "Microsoft\\Windows\\CurrentVersion\\Setup\\State",
+                "ImageState"
+            )
+            .as_deref(),
+            Some("IMAGE_STATE_COMPLETE")
+        );
+        let appx = "Microsoft\\Windows\\CurrentVersion\\Appx\\AppxAllUserStore";
+        let provisioned = sw
+            .subkeys(sw.key(&format!("{appx}\\Applications")).unwrap())
+            .unwrap();
+        let per_user = sw
+            .subkeys(sw.key(&format!("{appx}\\{demo}")).unwrap())
+            .unwrap();
+        let names = |ks: Vec<_>| -> Vec<String> {
+            ks.into_iter()
+                .map(|k| sw.key_info(k).unwrap().name)
+                .collect()
+        };
+        let provisioned = names(provisioned);
+        for p in names(per_user) {
+            assert!(provisioned.contains(&p), "{p} is provisioned");
+        }
+        assert!(
+            sw.open_key("Microsoft\\Provisioning\\AutopilotPolicy")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            sw.open_key(&format!(
+                "Microsoft\\Windows\\CurrentVersion\\Group Policy\\State\\{demo}"
+            ))
+            .unwrap()
+            .is_some()
+        );
+
+        // SAM: domain SID, users, names, alias membership.
+        let sam = open(&dest, &config("SAM"));
+        let v = value(&sam, "SAM\\Domains\\Account", "V").unwrap().data;
+        assert!(v.ends_with(&m.to_bytes()));
+        for (name, rid) in [
+            ("Administrator", 500u32),
+            ("Guest", 501),
+            ("demo", 1001),
+            ("alice", 1002),
+        ] {
+            let k = format!("SAM\\Domains\\Account\\Users\\{rid:08X}");
+            assert_eq!(value(&sam, &k, "F").unwrap().data.len(), 0x50);
+            assert!(value(&sam, &k, "V").is_some());
+            let n = value(
+                &sam,
+                &format!("SAM\\Domains\\Account\\Users\\Names\\{name}"),
+                "",
+            )
+            .unwrap();
+            assert_eq!(n.value_type, rid);
+        }
+        let admins = value(&sam, "SAM\\Domains\\Builtin\\Aliases\\00000220", "C")
+            .unwrap()
+            .data;
+        assert!(contains(&admins, &m.with_rid(500).to_bytes()));
+        assert!(contains(&admins, &demo.to_bytes()));
+        let users = value(&sam, "SAM\\Domains\\Builtin\\Aliases\\00000221", "C")
+            .unwrap()
+            .data;
+        assert!(contains(&users, &alice.to_bytes()));
+        let member = value(
+            &sam,
+            &format!("SAM\\Domains\\Builtin\\Aliases\\Members\\{m}\\000003E9"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (member.value_type, member.data),
+            (1, 0x220u32.to_le_bytes().to_vec())
+        );
+
+        // SECURITY: account domain, workgroup, account rights.
+        let sec = open(&dest, &config("SECURITY"));
+        assert_eq!(
+            value(&sec, "Policy\\PolAcDmS", "").unwrap().data,
+            m.to_bytes()
+        );
+        assert!(value(&sec, "Policy\\PolPrDmS", "").unwrap().data.is_empty());
+        assert_eq!(
+            value(&sec, &format!("Policy\\Accounts\\{demo}\\Sid"), "")
+                .unwrap()
+                .data,
+            demo.to_bytes()
+        );
+        assert!(value(&sec, "Policy\\PolEfDat", "").is_none());
+
+        // DEFAULT and the user hives.
+        open(&dest, &config("DEFAULT"));
+        for (name, rid) in ROOT_USERS {
+            let sid = m.with_rid(rid);
+            let nt = open(&dest, &format!("Users\\{name}\\NTUSER.DAT"));
+            assert!(
+                nt.open_key(&format!(
+                    "Software\\Microsoft\\Protected Storage System Provider\\{sid}"
+                ))
+                .unwrap()
+                .is_some()
+            );
+            assert!(contains(
+                &nt.security_descriptor(nt.root()).unwrap(),
+                &sid.to_bytes()
+            ));
+            let uc = open(
+                &dest,
+                &format!("Users\\{name}\\AppData\\Local\\Microsoft\\Windows\\UsrClass.dat"),
+            );
+            assert_eq!(uc.minor_version(), 3);
+            assert_eq!(
+                uc.key_info(uc.root()).unwrap().name,
+                format!("{sid}_Classes")
+            );
+        }
+
+        // Files.
+        let state =
+            fs::read_to_string(host_path(&dest, "Windows\\Setup\\State\\State.ini")).unwrap();
+        assert!(state.contains("IMAGE_STATE_COMPLETE"));
+        let actions = fs::read_to_string(host_path(
+            &dest,
+            "Windows\\System32\\Sysprep\\ActionFiles\\Generalize.xml",
+        ))
+        .unwrap();
+        assert!(actions.contains("Sysprep_Generalize_Pnp"));
+        let evtx = fs::read(host_path(
+            &dest,
+            "Windows\\System32\\winevt\\Logs\\System.evtx",
+        ))
+        .unwrap();
+        assert!(evtx.starts_with(b"ElfFile"));
+        assert!(host_path(&dest, "pagefile.sys").is_file());
+        assert!(!host_path(&dest, "hiberfil.sys").exists());
+        assert!(!host_path(&dest, "Windows\\Panther\\unattend.xml").exists());
+        let regback =
+            fs::read(host_path(&dest, "Windows\\System32\\config\\RegBack\\SAM")).unwrap();
+        assert_eq!(regback, fs::read(host_path(&dest, &config("SAM"))).unwrap());
+        assert!(
+            build_windows_root(&dest, None).is_err(),
+            "refuses a non-empty destination"
+        );
+        assert!(build_windows_root(&dest.join("x"), Some("no-such-finding")).is_err());
+    }
+
+    #[test]
+    fn each_variant_shows_its_marker() {
+        let m = machine();
+        for v in VARIANTS {
+            let (_tmp, dest) = build(Some(v));
+            let cs = "ControlSet001";
+            match v {
+                "dirty-hive-without-logs" => {
+                    let err = Hive::open(host_path(&dest, &config("SOFTWARE"))).unwrap_err();
+                    assert!(
+                        matches!(err, reseal_hive::HiveError::DirtyWithoutLogs { .. }),
+                        "{err}"
+                    );
+                    assert!(!host_path(&dest, &config("SOFTWARE.LOG1")).exists());
+                    open(&dest, &config("SYSTEM"));
+                }
+                "hibernated" => {
+                    let b = fs::read(host_path(&dest, "hiberfil.sys")).unwrap();
+                    assert!(b.starts_with(b"hibr"));
+                }
+                "domain-controller" => {
+                    let sys = open(&dest, &config("SYSTEM"));
+                    let po = format!("{cs}\\Control\\ProductOptions");
+                    assert_eq!(
+                        string(&sys, &po, "ProductType").as_deref(),
+                        Some("LanmanNT")
+                    );
+                    assert!(
+                        sys.open_key(&format!("{cs}\\Services\\NTDS"))
+                            .unwrap()
+                            .is_some()
+                    );
+                }
+                "domain-joined" => {
+                    let sec = open(&dest, &config("SECURITY"));
+                    let d = value(&sec, "Policy\\PolPrDmS", "").unwrap().data;
+                    let (sid, _) = Sid::from_bytes(&d).unwrap();
+                    assert!(sid.is_machine_domain() && sid != m);
+                    let n = value(&sec, "Policy\\PolPrDmN", "").unwrap().data;
+                    assert!(contains(
+                        &n,
+                        &"CONTOSO"
+                            .encode_utf16()
+                            .flat_map(u16::to_le_bytes)
+                            .collect::<Vec<_>>()
+                    ));
+                }
+                "appx-per-user" => {
+                    let sw = open(&dest, &config("SOFTWARE"));
+                    let store = "Microsoft\\Windows\\CurrentVersion\\Appx\\AppxAllUserStore";
+                    let k = sw.key(&format!("{store}\\{}", m.with_rid(1002))).unwrap();
+                    let mut lonely = 0;
+                    for p in sw.subkeys(k).unwrap() {
+                        let name = sw.key_info(p).unwrap().name;
+                        if sw
+                            .open_key(&format!("{store}\\Applications\\{name}"))
+                            .unwrap()
+                            .is_none()
+                        {
+                            lonely += 1;
+                        }
+                    }
+                    assert_eq!(lonely, 1);
+                }
+                "pending-servicing" => {
+                    let sys = open(&dest, &config("SYSTEM"));
+                    let sm = format!("{cs}\\Control\\Session Manager");
+                    assert!(value(&sys, &sm, "PendingFileRenameOperations").is_some());
+                    assert!(host_path(&dest, "Windows\\WinSxS\\pending.xml").is_file());
+                }
+                "sysprep-corrupt" => {
+                    let sw = open(&dest, &config("SOFTWARE"));
+                    let k = "Microsoft\\Windows\\CurrentVersion\\Setup\\Sysprep";
+                    assert_eq!(dword(&sw, k, "SysprepCorrupt"), Some(1));
+                }
+                "stale-answer-file" => {
+                    assert!(host_path(&dest, "Windows\\Panther\\unattend.xml").is_file());
+                }
+                "unsupported-server-role" => {
+                    let sys = open(&dest, &config("SYSTEM"));
+                    let po = format!("{cs}\\Control\\ProductOptions");
+                    assert_eq!(
+                        string(&sys, &po, "ProductType").as_deref(),
+                        Some("ServerNT")
+                    );
+                    assert!(
+                        sys.open_key(&format!("{cs}\\Services\\CertSvc"))
+                            .unwrap()
+                            .is_some()
+                    );
+                }
+                "efs" => {
+                    let sec = open(&dest, &config("SECURITY"));
+                    assert!(!value(&sec, "Policy\\PolEfDat", "").unwrap().data.is_empty());
+                }
+                "already-generalized" => {
+                    let sw = open(&dest, &config("SOFTWARE"));
+                    let k = "Microsoft\\Windows\\CurrentVersion\\Setup\\State";
+                    assert_eq!(
+                        string(&sw, k, "ImageState").as_deref(),
+                        Some("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE")
+                    );
+                    let sys = open(&dest, &config("SYSTEM"));
+                    let k = "Setup\\Status\\SysprepStatus";
+                    assert_eq!(dword(&sys, k, "GeneralizationState"), Some(7));
+                    let ini = host_path(&dest, "Windows\\Setup\\State\\State.ini");
+                    assert!(fs::read_to_string(ini).unwrap().contains("RESEAL_TO_OOBE"));
+                }
+                other => panic!("no check for the variant {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn corpus_root_when_present() {
+        let corpus = crate::util::root().join("../shared/corpus");
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("root");
+        if !build_corpus_root(&dest, &corpus).unwrap() {
+            eprintln!("corpus absent: skipped");
+            return;
+        }
+        let sys = Hive::open(host_path(&dest, &config("SYSTEM"))).unwrap();
+        assert!(
+            !sys.open_info().replayed_logs.is_empty(),
+            "SYSTEM was dirty"
+        );
+        assert!(sys.open_key("Select").unwrap().is_some());
+        let sec = Hive::open(host_path(&dest, &config("SECURITY"))).unwrap();
+        let (real, _) =
+            Sid::from_bytes(&value(&sec, "Policy\\PolAcDmS", "").unwrap().data).unwrap();
+        assert_ne!(real, machine());
+        open(&dest, &config("SAM"));
+        let sw = open(&dest, &config("SOFTWARE"));
+        let pl = "Microsoft\\Windows NT\\CurrentVersion\\ProfileList";
+        assert!(
+            sw.open_key(&format!("{pl}\\{}", real.with_rid(1001)))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            sw.open_key(&format!("{pl}\\{}", machine().with_rid(1001)))
+                .unwrap()
+                .is_none()
+        );
+    }
 }

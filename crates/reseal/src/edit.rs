@@ -54,7 +54,9 @@ fn hex_data<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> 
 }
 
 /// A change to a file inside the Windows root, by path from the image root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Its `Debug` form shows lengths, never contents (an answer file may hold
+/// passwords).
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum FileEdit {
     /// Create or replace a file.
@@ -77,6 +79,16 @@ pub enum FileEdit {
         /// Path inside the image.
         path: String,
     },
+}
+
+impl std::fmt::Debug for FileEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileEdit::Write { path, len, .. } => write!(f, "Write({path:?}, {len} bytes)"),
+            FileEdit::Delete { path } => write!(f, "Delete({path:?})"),
+            FileEdit::DeleteTree { path } => write!(f, "DeleteTree({path:?})"),
+        }
+    }
 }
 
 impl FileEdit {

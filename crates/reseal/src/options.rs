@@ -13,8 +13,9 @@ pub enum Mode {
     Audit,
 }
 
-/// Options of a generalize run.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Options of a generalize run. Its `Debug` form leaves out the answer
+/// file's contents.
+#[derive(Clone, Default, Serialize)]
 pub struct GeneralizeOptions {
     /// `/oobe` or `/audit`.
     pub mode: Mode,
@@ -43,4 +44,24 @@ pub struct Selection {
     pub enable: Vec<String>,
     /// Not these (`--disable`).
     pub disable: Vec<String>,
+}
+
+impl std::fmt::Debug for GeneralizeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneralizeOptions")
+            .field("mode", &self.mode)
+            .field("vm", &self.vm)
+            .field("persist_devices", &self.persist_devices)
+            .field(
+                "unattend",
+                &self
+                    .unattend
+                    .as_ref()
+                    .map(|(n, b)| format!("{n} ({} bytes)", b.len())),
+            )
+            .field("force", &self.force)
+            .field("dry_run", &self.dry_run)
+            .field("selection", &self.selection)
+            .finish()
+    }
 }

@@ -23,8 +23,9 @@ pub struct DirEntry {
     pub size: u64,
 }
 
-/// One change to the image, applied at commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One change to the image, applied at commit. Its `Debug` form shows
+/// lengths, never contents.
+#[derive(Clone, PartialEq, Eq)]
 pub enum FileChange {
     /// Create or replace a file with these bytes (parents are created).
     Write {
@@ -48,6 +49,17 @@ pub enum FileChange {
         /// Path inside the image.
         path: String,
     },
+}
+
+impl std::fmt::Debug for FileChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileChange::Write { path, data } => write!(f, "Write({path:?}, {} bytes)", data.len()),
+            FileChange::Truncate { path } => write!(f, "Truncate({path:?})"),
+            FileChange::Delete { path } => write!(f, "Delete({path:?})"),
+            FileChange::DeleteTree { path } => write!(f, "DeleteTree({path:?})"),
+        }
+    }
 }
 
 impl FileChange {
