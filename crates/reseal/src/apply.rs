@@ -53,6 +53,11 @@ pub fn apply_reg(hive: &mut Hive, change: &RegEdit) -> reseal_hive::Result<()> {
         RegEdit::RenameKey { key, new_name } => {
             hive.rename_key(key, new_name)?;
         }
+        RegEdit::RewriteSid { old, new } => {
+            let old: reseal_hive::Sid = old.parse()?;
+            let new: reseal_hive::Sid = new.parse()?;
+            hive.rewrite_sids(&old, &new)?;
+        }
     }
     Ok(())
 }

@@ -47,6 +47,14 @@ pub enum RegEdit {
         /// The new last component.
         new_name: String,
     },
+    /// Rewrite a domain SID (and every account SID under it) everywhere in
+    /// the hive: security descriptors, key names, value names, value data.
+    RewriteSid {
+        /// The SID to replace (string form).
+        old: String,
+        /// The SID to put in its place.
+        new: String,
+    },
 }
 
 fn hex_data<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {

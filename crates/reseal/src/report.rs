@@ -118,6 +118,7 @@ fn edit_line(e: &PlannedEdit) -> String {
                     )
                 }
                 RegEdit::RenameKey { key, new_name } => format!("{h}\\{key}: rename to {new_name}"),
+                RegEdit::RewriteSid { old, new } => format!("{h}: rewrite SID {old} -> {new}"),
             }
         }
         Edit::File { change } => match change {
