@@ -132,6 +132,7 @@ impl Image {
                         RegEdit::RenameKey { key, new_name } => {
                             h.rename_key(key, new_name).unwrap();
                         }
+                        RegEdit::RewriteSid { .. } => reseal::apply::apply_reg(h, change).unwrap(),
                     }
                 }
                 Edit::File { change } => files.push(match change {
