@@ -8,9 +8,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::fixtures::{self, SAMPLE_MACHINE_SID};
 use crate::setup;
 use crate::util::{self, exec, step};
+use reseal_testkit::{self as fixtures, SAMPLE_MACHINE_SID};
 
 /// The SID the demo gives the sample machine.
 const NEW_SID: &str = "S-1-5-21-3141592653-589793238-462643383";

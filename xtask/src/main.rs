@@ -16,7 +16,7 @@ usage: cargo xtask <task>
 tasks:
   setup        install what the tests need (Debian packages, Python validators, rustfmt, clippy)
   test         setup, then cargo fmt --check, cargo clippy -D warnings and cargo test
-  fixtures     write the project's generated fixtures to testdata/generated
+  fixtures     write the generated fixtures (testdata/generated, target/fixtures)
   demo         setup, then show the hive engine at work on a hive it generates
   bench hive   benchmark the hive engine against other readers and writers (not yet)
 ";
