@@ -1,7 +1,9 @@
-//! `cargo xtask demo`: sets up the machine, then shows the hive engine at
-//! work on a hive that the demo generates itself (no outside data): check,
-//! dump, .reg import, machine-SID rewrite and export with the `reseal`
-//! binary, and a read-back of the result with an independent reader.
+//! `cargo xtask demo`: sets up the machine, then shows reseal's main job on
+//! a sample Windows root the project builds itself from the recipes in
+//! `testdata/windows-root` (no outside data): inspect it, generalize a copy,
+//! print the report, run again to show nothing is left to do, and read the
+//! result back with an independent reader. Then it shows the hive engine on
+//! its own: check, dump, .reg import, SID rewrite and export.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,8 +56,102 @@ fn output(cmd: &mut Command) -> Result<String> {
 /// The demonstration itself. Files go to `workdir`.
 pub fn run_demo(workdir: &Path) -> Result<()> {
     let reseal = build_reseal()?;
+    generalize_demo(workdir, &reseal)?;
+    hive_demo(workdir, &reseal)
+}
+
+/// Copies a directory tree (files, directories, permissions).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type()?.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).with_context(|| format!("copy {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn generalize_demo(workdir: &Path, reseal: &Path) -> Result<()> {
+    step("building a sample Windows 10 root from testdata/windows-root");
+    let original = workdir.join("windows-root-original");
+    fixtures::build_windows_root(&original, None)?;
+    let root = workdir.join("windows-root");
+    copy_tree(&original, &root)?;
+    println!(
+        "sample root: {} (pristine copy in {})",
+        root.display(),
+        original.display()
+    );
+
+    step("reseal inspect");
+    exec(Command::new(reseal).arg("inspect").arg(&root))?;
+
+    step("reseal generalize (as sysprep /generalize /oobe)");
+    let report = workdir.join("report.json");
+    exec(
+        Command::new(reseal)
+            .arg("generalize")
+            .arg(&root)
+            .arg("--report")
+            .arg(&report),
+    )?;
+    println!("JSON report: {}", report.display());
+
+    step("a second run finds nothing to do");
+    exec(Command::new(reseal).arg("generalize").arg(&root))?;
+
+    step("reading the generalized hives back with an independent reader (hivexregedit)");
+    let config = root.join("Windows/System32/config");
+    let software = output(
+        Command::new("hivexregedit")
+            .env("PERL_UNICODE", "SO")
+            .arg("--export")
+            .arg(config.join("SOFTWARE"))
+            .arg("\\"),
+    )?;
+    let system = output(
+        Command::new("hivexregedit")
+            .env("PERL_UNICODE", "SO")
+            .arg("--export")
+            .arg(config.join("SYSTEM"))
+            .arg("\\"),
+    )?;
+    let utf16_hex = |s: &str| {
+        s.encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    ensure!(
+        software.contains(&utf16_hex("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE")),
+        "hivexregedit does not see the generalized ImageState"
+    );
+    ensure!(
+        !software.contains("\"MachineGuid\""),
+        "MachineGuid is still there"
+    );
+    ensure!(
+        system.contains(&utf16_hex("oobe\\windeploy.exe")),
+        "SYSTEM\\Setup CmdLine is not armed"
+    );
+    println!(
+        "hivexregedit sees ImageState = IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE, SYSTEM\\Setup armed for \
+         windeploy, and no MachineGuid."
+    );
+    Ok(())
+}
+
+/// The hive engine on its own, on a generated SOFTWARE hive.
+fn hive_demo(workdir: &Path, reseal: &Path) -> Result<()> {
     let hive = workdir.join("SOFTWARE");
-    step("generating a sample SOFTWARE hive of a made-up Windows 10 machine");
+    step(
+        "the hive engine on its own: generating a sample SOFTWARE hive of a made-up Windows 10 machine",
+    );
     fixtures::write_sample_software(&hive)?;
     println!(
         "wrote {} (machine SID {SAMPLE_MACHINE_SID})",
@@ -63,10 +159,10 @@ pub fn run_demo(workdir: &Path) -> Result<()> {
     );
 
     step("structural check");
-    exec(Command::new(&reseal).args(["hive", "check"]).arg(&hive))?;
+    exec(Command::new(reseal).args(["hive", "check"]).arg(&hive))?;
 
     step("the ProfileList, as reseal dumps it");
-    let dump = output(Command::new(&reseal).args(["hive", "dump"]).arg(&hive))?;
+    let dump = output(Command::new(reseal).args(["hive", "dump"]).arg(&hive))?;
     let mut inside = false;
     for line in dump.lines() {
         if line.starts_with('[') {
@@ -90,7 +186,7 @@ pub fn run_demo(workdir: &Path) -> Result<()> {
          \"RegisteredOwner\"=-\r\n",
     )?;
     exec(
-        Command::new(&reseal)
+        Command::new(reseal)
             .args(["hive", "import"])
             .arg(&hive)
             .arg(&reg)
@@ -101,16 +197,16 @@ pub fn run_demo(workdir: &Path) -> Result<()> {
         "rewriting the machine SID {SAMPLE_MACHINE_SID} -> {NEW_SID}"
     ));
     exec(
-        Command::new(&reseal)
+        Command::new(reseal)
             .args(["hive", "rewrite-sid"])
             .arg(&hive)
             .args(["--old", SAMPLE_MACHINE_SID, "--new", NEW_SID]),
     )?;
-    exec(Command::new(&reseal).args(["hive", "check"]).arg(&hive))?;
+    exec(Command::new(reseal).args(["hive", "check"]).arg(&hive))?;
 
     step("exporting the ProfileList as .reg");
     exec(
-        Command::new(&reseal)
+        Command::new(reseal)
             .args(["hive", "export"])
             .arg(&hive)
             .arg("Microsoft\\Windows NT\\CurrentVersion\\ProfileList")
