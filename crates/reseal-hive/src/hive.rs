@@ -63,6 +63,12 @@ impl Hive {
 
     /// Opens a hive from bytes with the bytes of its transaction logs.
     pub fn from_bytes_with_logs(name: &str, bytes: Vec<u8>, logs: &[LogFile]) -> Result<Hive> {
+        if bytes.len() >= BASE_BLOCK_SIZE && !BaseBlock::parse(name, &bytes)?.is_dirty() {
+            // Clean: the logs are not applied; only their sequence numbers
+            // matter (the saved hive must be above them). No copy is made.
+            let max_seq = log::max_log_sequence(logs);
+            return Hive::build(name, bytes, max_seq, false);
+        }
         let recovery = log::recover(name, &bytes, logs)?;
         let info = OpenInfo {
             replayed_logs: recovery.applied.iter().map(|a| a.name.clone()).collect(),

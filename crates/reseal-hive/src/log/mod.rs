@@ -177,6 +177,13 @@ fn max_sequence(parsed: &[Parsed]) -> Option<u32> {
     max
 }
 
+/// The highest sequence number in any valid log header or entry of `logs`
+/// (serial arithmetic), without applying anything.
+pub fn max_log_sequence(logs: &[LogFile]) -> Option<u32> {
+    let parsed: Vec<Parsed> = logs.iter().map(classify).collect();
+    max_sequence(&parsed)
+}
+
 /// Recovers `primary` with `logs`.
 ///
 /// A clean primary is returned unchanged (`applied` empty). A dirty primary
