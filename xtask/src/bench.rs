@@ -16,6 +16,11 @@ use crate::demo::build_reseal;
 use crate::setup;
 use crate::util::{self, step};
 
+#[path = "bench_devices.rs"]
+mod bench_devices;
+#[path = "bench_sid.rs"]
+mod bench_sid;
+
 /// One measured command: median wall time and peak RSS.
 struct Measure {
     median_ms: f64,
@@ -147,7 +152,9 @@ fn find_domain_sid(dump: &str) -> Option<String> {
 pub fn run(args: &[&str]) -> Result<()> {
     match args {
         ["hive"] => bench_hive(),
-        _ => bail!("usage: cargo xtask bench hive"),
+        ["devices"] => bench_devices::bench_devices(),
+        ["sid"] => bench_sid::bench_sid(),
+        _ => bail!("usage: cargo xtask bench hive|devices"),
     }
 }
 

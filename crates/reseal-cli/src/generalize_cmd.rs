@@ -1,18 +1,37 @@
 //! `reseal generalize`, `reseal inspect`, `reseal list-operations`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use reseal::ResealError;
 use reseal::backend::dir::DirBackend;
 use reseal::generalize::{generalize, inspect, select_operations};
-use reseal::options::{GeneralizeOptions, Mode, Selection};
+use reseal::options::{GeneralizeOptions, Mode, Selection, SidChoice};
 use reseal::report::Outcome;
 
 /// Exit code: refused by preflight.
 pub const EXIT_REFUSED: u8 = 1;
+
+/// Opens the image given on the command line. A path that is missing or
+/// not a directory is bad input (exit 2), not an internal error.
+fn open_root(path: &Path) -> Result<DirBackend> {
+    DirBackend::open(path).map_err(|e| {
+        let why = match &e {
+            ResealError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        ResealError::InvalidInput {
+            what: path.display().to_string(),
+            message: format!(
+                "not a directory holding a Windows root ({why}); give the folder that contains Windows\\System32\\config\\SYSTEM"
+            ),
+        }
+        .into()
+    })
+}
 
 /// Flags of `reseal generalize`.
 #[derive(Args)]
@@ -59,6 +78,26 @@ pub struct GeneralizeArgs {
     /// Do not run these operations (comma-separated).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
+    /// New machine SID (S-1-5-21-x-y-z, three 32-bit numbers) instead of a
+    /// random one.
+    #[arg(long, value_name = "SID", conflicts_with = "keep_sid", value_parser = parse_sid)]
+    sid: Option<String>,
+    /// Keep the machine SID (clones made from the image share it unless
+    /// each is stamped with `reseal stamp`).
+    #[arg(long)]
+    keep_sid: bool,
+    /// For tests only: derive the random choices (new machine SID) from
+    /// this number, so that runs are reproducible.
+    #[arg(long, value_name = "N", hide = true)]
+    seed: Option<u64>,
+}
+
+/// Checks the form of a `--sid` argument (that it differs from the image's
+/// SID is checked when the image is read).
+pub fn parse_sid(s: &str) -> Result<String, String> {
+    reseal::ops::machine_sid::parse_machine_sid(s)
+        .map(|sid| sid.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `reseal generalize`.
@@ -83,8 +122,14 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
             enable: a.enable,
             disable: a.disable,
         },
+        sid: match (a.sid, a.keep_sid) {
+            (_, true) => SidChoice::Keep,
+            (Some(s), false) => SidChoice::Given(s),
+            (None, false) => SidChoice::Random,
+        },
+        seed: a.seed,
     };
-    let mut backend = DirBackend::open(&a.path)?;
+    let mut backend = open_root(&a.path)?;
     let report = generalize(&mut backend, &options)?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(p) = &a.report {
@@ -115,7 +160,7 @@ pub struct InspectArgs {
 
 /// Runs `reseal inspect`.
 pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
-    let backend = DirBackend::open(&a.path)?;
+    let backend = open_root(&a.path)?;
     let installs = inspect(&backend)?;
     let mut out = std::io::stdout().lock();
     if a.json {

@@ -8,6 +8,7 @@
 
 mod generalize_cmd;
 mod hive_cmd;
+mod stamp_cmd;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,9 @@ enum Command {
     Inspect(generalize_cmd::InspectArgs),
     /// List the operations with their default and description.
     ListOperations,
+    /// Copy a generalized image N times, each copy with its own machine
+    /// SID, computer name and MachineGuid (in parallel).
+    Stamp(stamp_cmd::StampArgs),
     /// Inspect, check, export, import and recover registry hive files.
     #[command(subcommand)]
     Hive(hive_cmd::HiveCommand),
@@ -44,6 +48,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
         Some(
             ResealError::CommitFailed { .. }
             | ResealError::CheckFailed { .. }
+            | ResealError::SidLeftover { .. }
             | ResealError::Io { .. },
         ) => 3,
         _ => 2,
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => generalize_cmd::run_inspect(a),
         Command::ListOperations => generalize_cmd::run_list_operations(),
         Command::Hive(c) => hive_cmd::run(c),
+        Command::Stamp(a) => stamp_cmd::run_stamp(a),
     };
     match result {
         Ok(code) => code,

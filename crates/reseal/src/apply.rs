@@ -56,7 +56,14 @@ pub fn apply_reg(hive: &mut Hive, change: &RegEdit) -> reseal_hive::Result<()> {
         RegEdit::RewriteSid { old, new } => {
             let old: reseal_hive::Sid = old.parse()?;
             let new: reseal_hive::Sid = new.parse()?;
-            hive.rewrite_sids(&old, &new)?;
+            let found = hive.rewrite_sids(&old, &new)?;
+            // Nothing live, but stale copies in free cells or slack: zero
+            // them (a rewrite that found something has scrubbed already).
+            if found.occurrences.is_empty()
+                && !reseal_hive::sid_scan::find_domain_sid(&hive.to_bytes(), &old).is_empty()
+            {
+                hive.scrub_unused()?;
+            }
         }
     }
     Ok(())
@@ -81,6 +88,10 @@ pub fn apply(install: &WindowsInstall, edits: &[PlannedEdit]) -> Result<Applied>
                 },
                 FileEdit::Delete { path } => FileChange::Delete { path: path.clone() },
                 FileEdit::DeleteTree { path } => FileChange::DeleteTree { path: path.clone() },
+                FileEdit::Rename { from, to } => FileChange::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                },
             }),
         }
     }
@@ -93,10 +104,11 @@ pub fn apply(install: &WindowsInstall, edits: &[PlannedEdit]) -> Result<Applied>
                 message: "an operation planned edits for a hive that is not loaded".into(),
             })?;
         let mut hive = loaded.hive.clone();
-        for c in changes {
+        for c in &changes {
             apply_reg(&mut hive, c).map_err(|e| ResealError::hive(&loaded.path, e))?;
         }
         let bytes = hive.to_bytes();
+        crate::ops::machine_sid::verify_hive(&loaded.path, &changes, &bytes)?;
         let report = reseal_hive::check::check_image(&loaded.path, &bytes);
         if let Some(first) = report.errors().next() {
             return Err(ResealError::CheckFailed {
@@ -114,6 +126,7 @@ pub fn apply(install: &WindowsInstall, edits: &[PlannedEdit]) -> Result<Applied>
         }
         out.hives_written.push(loaded.path.clone());
     }
+    crate::ops::machine_sid::verify_files(edits, &out.changes)?;
     // Hives first, then the other files (markers such as the success tag
     // are plain files and come last in the operations' order).
     hive_changes.append(&mut out.changes);

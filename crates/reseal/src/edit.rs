@@ -87,6 +87,13 @@ pub enum FileEdit {
         /// Path inside the image.
         path: String,
     },
+    /// Rename (move) a file or directory; the destination must not exist.
+    Rename {
+        /// Path inside the image.
+        from: String,
+        /// The new path inside the image.
+        to: String,
+    },
 }
 
 impl std::fmt::Debug for FileEdit {
@@ -95,6 +102,7 @@ impl std::fmt::Debug for FileEdit {
             FileEdit::Write { path, len, .. } => write!(f, "Write({path:?}, {len} bytes)"),
             FileEdit::Delete { path } => write!(f, "Delete({path:?})"),
             FileEdit::DeleteTree { path } => write!(f, "DeleteTree({path:?})"),
+            FileEdit::Rename { from, to } => write!(f, "Rename({from:?} -> {to:?})"),
         }
     }
 }

@@ -82,6 +82,19 @@ pub enum ResealError {
         /// The first error.
         first: String,
     },
+    /// The verification pass after a machine SID rewrite found the old SID
+    /// in a hive or file the run writes; nothing was written.
+    #[error(
+        "{place}: the old machine SID {sid} is still present after the rewrite ({detail}); nothing was written"
+    )]
+    SidLeftover {
+        /// The hive or file (path inside the image).
+        place: String,
+        /// The old SID.
+        sid: String,
+        /// Where in it, and in which form.
+        detail: String,
+    },
 }
 
 /// Shorthand for results of this crate.

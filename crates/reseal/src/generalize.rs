@@ -99,6 +99,7 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
             not_done: Vec::new(),
             hives_written: Vec::new(),
             files_changed: 0,
+            sid: None,
         };
         if !entry.refused && !already {
             let ctx = PlanContext {
@@ -111,6 +112,7 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
                 let plan = op.plan(&ctx)?;
                 entry.edits.extend(plan.edits);
                 entry.not_done.extend(plan.not_done);
+                entry.sid = plan.sid.or(entry.sid.take());
             }
             if !options.dry_run && !entry.edits.is_empty() {
                 let applied = apply(&install, &entry.edits)?;
@@ -170,6 +172,7 @@ pub fn inspect(backend: &dyn Backend) -> Result<Vec<InstallReport>> {
                 not_done: Vec::new(),
                 hives_written: Vec::new(),
                 files_changed: 0,
+                sid: None,
             }
         })
         .collect())

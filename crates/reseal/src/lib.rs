@@ -24,6 +24,7 @@ pub mod ops;
 pub mod options;
 pub mod preflight;
 pub mod report;
+pub mod stamp;
 pub mod unattend;
 
 pub use error::{ResealError, Result};

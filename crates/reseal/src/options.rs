@@ -33,6 +33,26 @@ pub struct GeneralizeOptions {
     pub dry_run: bool,
     /// Operation selection.
     pub selection: Selection,
+    /// What the `machine-sid` operation puts in place of the machine SID.
+    pub sid: SidChoice,
+    /// For tests and reproducible fixtures only: derive every random choice
+    /// (the new machine SID, stamped identities) from this number instead
+    /// of the operating system's CSPRNG. Never use it for real images: two
+    /// runs with one seed produce the same "unique" identities.
+    pub seed: Option<u64>,
+}
+
+/// The new machine SID of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "choice", content = "sid", rename_all = "snake_case")]
+pub enum SidChoice {
+    /// A fresh random SID (96 bits from the CSPRNG, or from `seed`).
+    #[default]
+    Random,
+    /// This SID (`S-1-5-21-x-y-z`, checked before use).
+    Given(String),
+    /// Keep the machine SID (`--keep-sid`).
+    Keep,
 }
 
 /// Which operations run.
@@ -62,6 +82,8 @@ impl std::fmt::Debug for GeneralizeOptions {
             .field("force", &self.force)
             .field("dry_run", &self.dry_run)
             .field("selection", &self.selection)
+            .field("sid", &self.sid)
+            .field("seed", &self.seed)
             .finish()
     }
 }

@@ -6,7 +6,9 @@
 //! refused_by: [id], already_generalized, operations: [name], edits: [
 //! {operation, reason, edit: {target: "registry"|"file", hive?, action, key?,
 //! name?, value_type?, data?, path?, ...}} ], not_done: [ {operation, message}
-//! ], hives_written: [path], files_changed } ] }`. Fields are only ever added
+//! ], hives_written: [path], files_changed, sid: null | {old, new, source,
+//! hives: [ {hive, path, descriptors, key_names, value_names, value_data} ],
+//! folders: [ {from, to} ], task_files: [path]} } ] }`. Fields are only ever added
 //! within a schema version.
 
 use serde::Serialize;
@@ -14,6 +16,7 @@ use serde::Serialize;
 use crate::describe::InstallDescription;
 use crate::edit::{Edit, FileEdit, PlannedEdit, RegEdit};
 use crate::ops::NotDone;
+use crate::ops::machine_sid::SidSummary;
 use crate::options::Mode;
 use crate::preflight::{Finding, Severity};
 
@@ -82,6 +85,8 @@ pub struct InstallReport {
     pub hives_written: Vec<String>,
     /// Number of file changes committed (hives, logs and other files).
     pub files_changed: usize,
+    /// The machine SID rewrite: old and new SID, counts per place.
+    pub sid: Option<SidSummary>,
 }
 
 fn edit_line(e: &PlannedEdit) -> String {
@@ -125,6 +130,7 @@ fn edit_line(e: &PlannedEdit) -> String {
             FileEdit::Write { path, len, .. } => format!("{path}: write {len} bytes"),
             FileEdit::Delete { path } => format!("{path}: delete"),
             FileEdit::DeleteTree { path } => format!("{path}: delete tree"),
+            FileEdit::Rename { from, to } => format!("{from}: rename to {to}"),
         },
     };
     format!("[{}] {what}", e.operation)
@@ -171,6 +177,9 @@ impl RunReport {
             ));
             for e in &i.edits {
                 s.push_str(&format!("  {}\n", edit_line(e)));
+            }
+            if let Some(sid) = &i.sid {
+                s.push_str(&sid.to_text());
             }
             if !i.not_done.is_empty() {
                 s.push_str("not done (sysprep would have):\n");

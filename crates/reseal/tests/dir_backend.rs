@@ -577,3 +577,119 @@ fn odd_inputs_never_panic() {
     assert!(b.exists(r"Windows\System32\config\SYSTEM"));
     assert!(leftovers(t.path()).is_empty());
 }
+
+/// Changes with renames: a folder with files (into a new parent), a file,
+/// a change of case, writes before and after into the renamed folder, and a
+/// missing source.
+fn rename_changes() -> Vec<FileChange> {
+    let rename = |from: &str, to: &str| FileChange::Rename {
+        from: from.into(),
+        to: to.into(),
+    };
+    vec![
+        write(r"Windows\Panther\setupact.log", b"replaced before the move"),
+        rename(r"Windows\Panther", r"Windows\Moved\Panther2"),
+        write(r"Windows\Moved\Panther2\new.txt", b"written after the move"),
+        rename(
+            r"Windows\debug\netsetup.log",
+            r"Windows\debug\NETSETUP-OLD.log",
+        ),
+        rename(r"Windows\Logs", r"Windows\LOGS"),
+        rename(r"Windows\absent", r"Windows\absent2"),
+        write(r"Windows\System32\config\SYSTEM", b"regf system, new"),
+    ]
+}
+
+#[test]
+fn rename_moves_trees_and_refuses_overwrites() {
+    let t = sample();
+    let r = t.path();
+    let mut b = DirBackend::open(r).expect("open");
+    b.commit(&rename_changes()).expect("commit");
+    assert_eq!(
+        fs::read(r.join("Windows/Moved/Panther2/setupact.log")).expect("read"),
+        b"replaced before the move"
+    );
+    assert_eq!(
+        fs::read(r.join("Windows/Moved/Panther2/UnattendGC/setupact.log")).expect("read"),
+        b"gc log"
+    );
+    assert!(r.join("Windows/Moved/Panther2/new.txt").is_file());
+    assert!(!r.join("Windows/Panther").exists());
+    assert!(r.join("Windows/debug/NETSETUP-OLD.log").is_file());
+    assert!(r.join("Windows/LOGS/CBS/CBS.log").is_file());
+    assert!(!r.join("Windows/Logs").exists());
+    assert!(leftovers(r).is_empty(), "{:?}", leftovers(r));
+
+    // Onto an existing entry, or into itself: refused, nothing changed.
+    let before = state(r);
+    for (from, to) in [
+        (r"Windows\LOGS", r"Windows\debug"),
+        (r"Windows\LOGS", r"Windows\LOGS\CBS\inner"),
+        (
+            r"Windows\debug\NETSETUP-OLD.log",
+            r"Windows\System32\config\SYSTEM",
+        ),
+    ] {
+        let c = [
+            write(r"Windows\Temp\x", b"x"),
+            FileChange::Rename {
+                from: from.into(),
+                to: to.into(),
+            },
+        ];
+        let e = b.commit(&c);
+        assert!(matches!(e, Err(ResealError::CommitFailed { .. })), "{e:?}");
+        assert_eq!(state(r), before, "{from} -> {to}");
+        let mut mem = MemoryBackend::new();
+        mem.insert(r"Windows\LOGS\CBS\CBS.log", b"cbs".to_vec());
+        mem.insert(r"Windows\debug\x", b"x".to_vec());
+        mem.insert(r"Windows\debug\NETSETUP-OLD.log", b"n".to_vec());
+        mem.insert(r"Windows\System32\config\SYSTEM", b"s".to_vec());
+        if !to.contains("inner") {
+            assert!(mem.commit(&c).is_err(), "memory: {from} -> {to}");
+            assert!(!mem.exists(r"Windows\Temp\x"));
+        }
+    }
+}
+
+#[test]
+fn every_failed_step_of_a_rename_commit_rolls_back() {
+    let t = sample();
+    let r = t.path();
+    let changes = rename_changes();
+    let mut mem = MemoryBackend::new();
+    for (p, d) in files_folded(r) {
+        mem.insert(&p, d);
+    }
+    mem.commit(&changes).expect("memory commit");
+    let expected: BTreeMap<String, Vec<u8>> = mem
+        .paths()
+        .into_iter()
+        .map(|p| {
+            let d = mem.read(&p).expect("read");
+            (p.to_uppercase(), d)
+        })
+        .collect();
+    let mut b = DirBackend::open(r).expect("open");
+    let before = state(r);
+    let mut n = 0;
+    loop {
+        b.set_fail_after(Some(n));
+        match b.commit(&changes) {
+            Err(ResealError::CommitFailed { message, .. }) => {
+                assert!(message.contains("injected"), "step {n}: {message}");
+                assert!(!message.contains("ROLLBACK INCOMPLETE"), "{message}");
+                assert_eq!(state(r), before, "step {n}");
+                assert!(leftovers(r).is_empty(), "step {n}: {:?}", leftovers(r));
+            }
+            Err(e) => panic!("step {n}: unexpected error {e}"),
+            Ok(()) => break,
+        }
+        n += 1;
+        assert!(n < 1000, "the commit never succeeded");
+    }
+    assert!(n > 10, "only {n} steps");
+    assert!(leftovers(r).is_empty(), "{:?}", leftovers(r));
+    assert_eq!(files_folded(r), expected);
+}

@@ -142,6 +142,10 @@ impl Image {
                     },
                     FileEdit::Delete { path } => FileChange::Delete { path: path.clone() },
                     FileEdit::DeleteTree { path } => FileChange::DeleteTree { path: path.clone() },
+                    FileEdit::Rename { from, to } => FileChange::Rename {
+                        from: from.clone(),
+                        to: to.clone(),
+                    },
                 }),
             }
         }
@@ -226,6 +230,7 @@ fn file_edits(plan: &Plan) -> Vec<(&'static str, String, Vec<u8>)> {
                 FileEdit::Write { path, data, .. } => ("write", path.clone(), data.clone()),
                 FileEdit::Delete { path } => ("delete", path.clone(), Vec::new()),
                 FileEdit::DeleteTree { path } => ("delete_tree", path.clone(), Vec::new()),
+                FileEdit::Rename { from, to } => ("rename", from.clone(), to.clone().into_bytes()),
             }),
             Edit::Registry { .. } => None,
         })

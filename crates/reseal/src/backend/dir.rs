@@ -54,7 +54,15 @@
 //! directories removed), which leaves the tree byte-identical, and returns
 //! [`ResealError::CommitFailed`]. A failure while removing backups in step 4
 //! is ignored: the changes are in place, and a stray backup is only garbage.
-//! `Truncate`, `Delete` and `DeleteTree` of a missing path do nothing;
+//! A `Rename` moves the entry (a directory with everything under it) with
+//! one host rename, undone by renaming it back; missing parent directories
+//! of the destination are created (and removed on undo). A `Write` into a
+//! directory that a `Rename` of the same commit moves is not pre-staged in
+//! step 1 (its temporary file would move along), and backups made inside a
+//! renamed directory are removed at their new place in step 4.
+//! `Truncate`, `Delete`, `DeleteTree` and `Rename` of a missing path do
+//! nothing; a `Rename` onto an existing entry (other than the source itself,
+//! as in a change of case) or into the source directory fails the commit;
 //! `Delete` of a directory, `Truncate` of a directory and `Write` onto a
 //! directory fail the commit; `DeleteTree` of a file deletes the file.
 //! Permissions (Unix mode) of replaced files are kept; owners, extended
@@ -505,6 +513,23 @@ enum Undo {
     CopiedAside(PathBuf),
     /// A file was truncated in place; its old contents are in `backup`.
     Truncated { target: PathBuf, backup: PathBuf },
+    /// An entry was renamed from `from` to `to`.
+    Renamed { from: PathBuf, to: PathBuf },
+}
+
+/// `p` as it is named after the renames `(from, to)`, in order.
+fn after_renames(p: &Path, renames: &[(PathBuf, PathBuf)]) -> PathBuf {
+    let mut p = p.to_path_buf();
+    for (from, to) in renames {
+        if let Ok(rest) = p.strip_prefix(from) {
+            p = if rest.as_os_str().is_empty() {
+                to.clone()
+            } else {
+                to.join(rest)
+            };
+        }
+    }
+    p
 }
 
 /// Why a commit stopped.
@@ -679,6 +704,13 @@ impl Run<'_> {
                 self.move_aside(&t.dir, &t.name, false)
                     .map_err(|e| fail("delete", &e))?;
             }
+            FileChange::Rename { to, .. } => {
+                if missing_or_blocked {
+                    return Ok(());
+                }
+                self.rename(&t, to)
+                    .map_err(|(action, e)| fail(action, &e))?;
+            }
             FileChange::DeleteTree { .. } => {
                 if missing_or_blocked {
                     return Ok(());
@@ -691,6 +723,56 @@ impl Run<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Renames the existing entry `src` to the image path `to`.
+    fn rename(&mut self, src: &Target, to: &str) -> Result<(), (&'static str, String)> {
+        let from = src.dir.join(&src.name);
+        let d = self
+            .backend
+            .resolve_target(to)
+            .map_err(|e| ("resolve the destination", e.to_string()))?;
+        if let Some(b) = &d.blocked {
+            return Err((
+                "rename",
+                format!(
+                    "{b} exists under {} and is not a directory",
+                    d.dir.display()
+                ),
+            ));
+        }
+        let same = d.missing.is_empty() && d.dir == src.dir && d.name == src.name;
+        if d.existing.is_some() && !same {
+            return Err(("rename", format!("the destination {to} exists")));
+        }
+        if d.dir.starts_with(&from) {
+            return Err(("rename", "the destination is inside the source".into()));
+        }
+        let wanted = components(to)
+            .map_err(|e| ("resolve the destination", e.to_string()))?
+            .last()
+            .map(|c| OsString::from(*c))
+            .unwrap_or_default();
+        if same && wanted == src.name {
+            return Ok(());
+        }
+        let mut dir = d.dir.clone();
+        for m in &d.missing {
+            self.step()
+                .map_err(|e| ("create directory", e.to_string()))?;
+            let p = dir.join(m);
+            fs::create_dir(&p).map_err(|e| ("create directory", e.to_string()))?;
+            self.journal.push(Undo::CreatedDir(p.clone()));
+            self.touched.insert(dir);
+            dir = p;
+        }
+        let target = dir.join(&wanted);
+        self.step().map_err(|e| ("rename", e.to_string()))?;
+        fs::rename(&from, &target).map_err(|e| ("rename", e.to_string()))?;
+        self.journal.push(Undo::Renamed { from, to: target });
+        self.touched.insert(src.dir.clone());
+        self.touched.insert(dir);
         Ok(())
     }
 
@@ -730,6 +812,7 @@ impl Run<'_> {
                 Undo::Truncated { target, backup } => {
                     note("restore", &target, copy_contents_back(&backup, &target))
                 }
+                Undo::Renamed { from, to } => note("rename back", &from, fs::rename(&to, &from)),
             }
         }
         for d in &self.touched {
@@ -740,17 +823,29 @@ impl Run<'_> {
 
     /// Removes backups and unused temporary files after success.
     fn cleanup(&mut self) {
-        for u in self.journal.drain(..) {
+        // Backups are removed where they are now: renames made after a
+        // backup may have moved it along with its directory.
+        let all_renames: Vec<(PathBuf, PathBuf)> = self
+            .journal
+            .iter()
+            .filter_map(|u| match u {
+                Undo::Renamed { from, to } => Some((from.clone(), to.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut later: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for u in self.journal.drain(..).rev() {
             match u {
+                Undo::Renamed { from, to } => later.insert(0, (from, to)),
                 Undo::MovedAside {
                     backup,
                     is_dir: true,
                     ..
                 } => {
-                    let _ = fs::remove_dir_all(&backup);
+                    let _ = fs::remove_dir_all(after_renames(&backup, &later));
                 }
                 Undo::MovedAside { backup, .. } | Undo::CopiedAside(backup) => {
-                    let _ = fs::remove_file(&backup);
+                    let _ = fs::remove_file(after_renames(&backup, &later));
                 }
                 // Used temporary files were renamed into place; unused ones
                 // are listed apart, or went aside with their directory.
@@ -761,20 +856,32 @@ impl Run<'_> {
             }
         }
         for temp in self.unused_temps.drain(..) {
-            let _ = fs::remove_file(&temp);
+            let _ = fs::remove_file(after_renames(&temp, &all_renames));
         }
     }
 
     fn run(&mut self, changes: &[FileChange], targets: Vec<Option<Target>>) -> Result<(), Fail> {
         // Write the new contents of writes whose directory exists before
         // touching anything that exists.
+        // Not into directories that a rename moves.
+        let renamed: Vec<PathBuf> = changes
+            .iter()
+            .zip(&targets)
+            .filter_map(|(c, t)| match (c, t) {
+                (FileChange::Rename { .. }, Some(t)) if t.existing.is_some() => {
+                    Some(t.dir.join(&t.name))
+                }
+                _ => None,
+            })
+            .collect();
         let mut prestaged: Vec<Option<(PathBuf, PathBuf)>> = Vec::with_capacity(changes.len());
         for (change, t) in changes.iter().zip(targets) {
             let staged = match (change, t) {
                 (FileChange::Write { data, path }, Some(t))
                     if t.blocked.is_none()
                         && t.missing.is_empty()
-                        && !t.existing.as_ref().is_some_and(|m| m.is_dir()) =>
+                        && !t.existing.as_ref().is_some_and(|m| m.is_dir())
+                        && !renamed.iter().any(|r| t.dir.starts_with(r)) =>
                 {
                     let temp = self.stage(&t.dir, &t.name, data).map_err(|e| Fail {
                         path: path.clone(),

@@ -104,8 +104,52 @@ impl Backend for MemoryBackend {
     }
 
     fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
+        // Changes go to a copy, kept only when all of them succeed.
+        let mut next = self.clone();
+        next.apply_all(changes)?;
+        *self = next;
+        Ok(())
+    }
+}
+
+impl MemoryBackend {
+    /// Moves `from` (a file, or every file under it) to `to`.
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (norm(from), norm(to));
+        let fp = format!("{f}\\");
+        let moving: Vec<String> = self
+            .files
+            .keys()
+            .filter(|k| **k == f || k.starts_with(&fp))
+            .cloned()
+            .collect();
+        if moving.is_empty() {
+            return Ok(());
+        }
+        if t != f && self.exists(to) {
+            return Err(ResealError::CommitFailed {
+                path: from.to_string(),
+                action: "rename",
+                message: format!("the destination {to} exists"),
+            });
+        }
+        let to_orig = to.trim_matches('\\');
+        for k in moving {
+            let Some((orig, data)) = self.files.remove(&k) else {
+                continue;
+            };
+            let rest = orig
+                .get(orig.len().saturating_sub(k.len() - f.len())..)
+                .unwrap_or_default();
+            self.insert(&format!("{to_orig}{rest}"), data);
+        }
+        Ok(())
+    }
+
+    fn apply_all(&mut self, changes: &[FileChange]) -> Result<()> {
         for c in changes {
             match c {
+                FileChange::Rename { from, to } => self.rename(from, to)?,
                 FileChange::Write { path, data } => self.insert(path, data.clone()),
                 FileChange::Truncate { path } => {
                     if let Some((_, d)) = self.files.get_mut(&norm(path)) {

@@ -49,6 +49,16 @@ pub enum FileChange {
         /// Path inside the image.
         path: String,
     },
+    /// Rename (move) a file or a directory with everything under it. A
+    /// missing source does nothing; an existing destination fails the
+    /// commit (a change of case only is a rename in place). Missing parent
+    /// directories of the destination are created.
+    Rename {
+        /// Path inside the image (the change's [`path`](FileChange::path)).
+        from: String,
+        /// The new path inside the image.
+        to: String,
+    },
 }
 
 impl std::fmt::Debug for FileChange {
@@ -58,18 +68,20 @@ impl std::fmt::Debug for FileChange {
             FileChange::Truncate { path } => write!(f, "Truncate({path:?})"),
             FileChange::Delete { path } => write!(f, "Delete({path:?})"),
             FileChange::DeleteTree { path } => write!(f, "DeleteTree({path:?})"),
+            FileChange::Rename { from, to } => write!(f, "Rename({from:?} -> {to:?})"),
         }
     }
 }
 
 impl FileChange {
-    /// The path the change applies to.
+    /// The path the change applies to (a rename's source).
     pub fn path(&self) -> &str {
         match self {
             FileChange::Write { path, .. }
             | FileChange::Truncate { path }
             | FileChange::Delete { path }
             | FileChange::DeleteTree { path } => path,
+            FileChange::Rename { from, .. } => from,
         }
     }
 }

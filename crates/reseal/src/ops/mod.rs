@@ -22,8 +22,11 @@ pub mod activation;
 pub mod administrator;
 pub mod answer_file;
 pub mod autopilot;
+pub mod boot_drivers;
+pub mod devices;
 pub mod identities;
 pub mod leftovers;
+pub mod machine_sid;
 pub mod markers;
 
 /// What an operation could not do that sysprep would have done.
@@ -42,6 +45,8 @@ pub struct Plan {
     pub edits: Vec<PlannedEdit>,
     /// Things sysprep would have done that this run does not.
     pub not_done: Vec<NotDone>,
+    /// What the `machine-sid` operation rewrites (it alone sets this).
+    pub sid: Option<machine_sid::SidSummary>,
 }
 
 /// One generalize operation.
@@ -65,8 +70,13 @@ pub fn all() -> Vec<Box<dyn Operation>> {
         Box::new(autopilot::Autopilot),
         Box::new(administrator::Administrator),
         Box::new(activation::Activation),
+        Box::new(devices::Devices),
+        Box::new(boot_drivers::BootDrivers),
         Box::new(leftovers::Leftovers),
         Box::new(answer_file::AnswerFile),
+        // After every other edit of the hives, so that edits planned on
+        // SID-named keys land before the keys are renamed.
+        Box::new(machine_sid::MachineSid),
         Box::new(markers::Markers),
     ]
 }
