@@ -36,7 +36,8 @@ enum Command {
     /// List the operations with their default and description.
     ListOperations,
     /// Copy a generalized image N times, each copy with its own machine
-    /// SID, computer name and MachineGuid (in parallel).
+    /// SID, computer name (also written to the answer file's specialize
+    /// pass, so it survives first boot) and MachineGuid, in parallel.
     Stamp(stamp_cmd::StampArgs),
     /// Inspect, check, export, import and recover registry hive files.
     #[command(subcommand)]

@@ -69,13 +69,24 @@ pub fn run_stamp(a: StampArgs) -> Result<ExitCode> {
                 c.machine_guid,
                 c.path.display()
             )?;
+            for a in &c.answer_files {
+                writeln!(
+                    out,
+                    "{:<16} answer file {} {} (specialize ComputerName {})",
+                    "", a.path, a.action, c.name
+                )?;
+            }
         }
         if let Some(c) = report.clones.first() {
             for n in &c.not_done {
                 writeln!(out, "note [{}]: {}", n.operation, n.message)?;
             }
         }
-        writeln!(out, "{} clone(s) stamped", report.clones.len())?;
+        writeln!(
+            out,
+            "{} clone(s) stamped; each keeps its name through specialize (registry, SECURITY PolAcDmN and the answer file's ComputerName)",
+            report.clones.len()
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

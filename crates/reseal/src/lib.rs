@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod answer_edit;
 pub mod apply;
 pub mod backend;
 pub mod context;

@@ -10,9 +10,15 @@
 //! * the computer name: `ComputerName` under `Control\ComputerName\
 //!   ComputerName` (created when absent) and, where they exist,
 //!   `ActiveComputerName`, `Tcpip\Parameters` `Hostname` and `NV Hostname`
-//!   in every control set. Note that specialize replaces the name with the
-//!   answer file's `ComputerName`, or a random one when the answer file has
-//!   none (the clone report says so);
+//!   in every control set, and SECURITY `Policy\PolAcDmN` (the account
+//!   domain name, an LSA `UNICODE_STRING` record) where it exists;
+//! * the same name in the answer file, so that it survives specialize
+//!   (which sets the computer name from the answer file's `ComputerName`,
+//!   or a random one when there is none): `<windir>\Panther\unattend.xml`
+//!   gets its specialize `Microsoft-Windows-Shell-Setup` `ComputerName` set
+//!   in place, every other byte and the encoding kept
+//!   ([`crate::answer_edit`]); without an answer file, one that sets only
+//!   the computer name is written there;
 //! * a new SOFTWARE `Microsoft\Cryptography` `MachineGuid` (a random
 //!   version-4 GUID). The other per-machine identities (SQM and WSUS ids,
 //!   DUID, ...) stay deleted, as generalize left them, so that each clone
@@ -38,15 +44,17 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::answer_edit::{component_architecture, minimal_answer_file, set_computer_name};
 use crate::apply::apply;
 use crate::backend::Backend;
 use crate::backend::dir::DirBackend;
 use crate::context::PlanContext;
 use crate::describe::machine_sid;
 use crate::discover::{find_windows_dirs, load_install};
-use crate::edit::{PlannedEdit, RegEdit};
+use crate::edit::{FileEdit, PlannedEdit, RegEdit};
 use crate::error::{ResealError, Result};
 use crate::hives::HiveId;
+use crate::ops::answer_file::PANTHER_UNATTEND;
 use crate::ops::machine_sid::{MachineSid, Random, SidSummary, SplitMix64, random_machine_sid};
 use crate::ops::{NotDone, REG_SZ, set_sz};
 use crate::options::GeneralizeOptions;
@@ -86,12 +94,24 @@ pub struct CloneReport {
     pub path: PathBuf,
     /// Its MachineGuid.
     pub machine_guid: String,
+    /// The answer files that carry its name (paths inside the clone).
+    pub answer_files: Vec<AnswerFileUpdate>,
     /// The SID rewrite of each install.
     pub sid: Vec<SidSummary>,
     /// What was not done, per operation.
     pub not_done: Vec<NotDone>,
     /// File changes committed.
     pub files_changed: usize,
+}
+
+/// How a clone's answer file got its computer name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnswerFileUpdate {
+    /// Path inside the clone (`Windows\Panther\unattend.xml`).
+    pub path: String,
+    /// `edited` (the existing file), `created` (there was none) or
+    /// `unchanged` (it already named the clone).
+    pub action: &'static str,
 }
 
 /// The outcome of [`stamp`].
@@ -294,6 +314,7 @@ pub fn stamp_root(root: &Path, name: &str, seed: Option<u64>) -> Result<CloneRep
         name: name.to_string(),
         path: root.to_path_buf(),
         machine_guid: String::new(),
+        answer_files: Vec::new(),
         sid: Vec::new(),
         not_done: Vec::new(),
         files_changed: 0,
@@ -363,10 +384,29 @@ pub fn stamp_root(root: &Path, name: &str, seed: Option<u64>) -> Result<CloneRep
             },
             "machine GUID of this clone",
         ));
-        plan.not_done(
-            OP,
-            "specialize sets the computer name from the answer file's ComputerName, or a random one when it has none: give each clone its name in its answer file to keep it",
-        );
+        if let Some(v) = ctx.value(&HiveId::Security, r"Policy\PolAcDmN", "") {
+            let data = lsa_unicode_string_data(&v.data, name);
+            if data != v.data {
+                plan.edits.push(PlannedEdit::reg(
+                    OP,
+                    HiveId::Security,
+                    RegEdit::SetValue {
+                        key: r"Policy\PolAcDmN".into(),
+                        name: String::new(),
+                        value_type: v.value_type,
+                        data,
+                        secret: false,
+                    },
+                    "account domain name (the computer name) of this clone",
+                ));
+            }
+        }
+        let (edit, update) = answer_file_edit(&ctx, name)?;
+        plan.edits.extend(edit);
+        report.answer_files.push(update);
+        for note in shadowing_answer_files(&ctx) {
+            plan.not_done(OP, note);
+        }
         report.machine_guid = guid;
         let applied = apply(&install, &plan.edits)?;
         changes.extend(applied.changes);
@@ -376,6 +416,129 @@ pub fn stamp_root(root: &Path, name: &str, seed: Option<u64>) -> Result<CloneRep
     backend.commit(&changes)?;
     report.files_changed = changes.len();
     Ok(report)
+}
+
+/// `PolAcDmN`-style LSA `UNICODE_STRING` data (u16 length, u16 maximum
+/// length, u32 offset, then the UTF-16 text) holding `text`, laid out as
+/// `old` was: the same offset and header, a terminating NUL when `old` had
+/// one (the maximum length then counts it), and zero padding to a multiple
+/// of 4 bytes when `old` was padded.
+pub fn lsa_unicode_string_data(old: &[u8], text: &str) -> Vec<u8> {
+    let field = |i: usize| {
+        old.get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let old_len = field(0).unwrap_or(0);
+    let off = old
+        .get(4..8)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .filter(|&o| o >= 8 && o < old.len())
+        .unwrap_or(8);
+    let trailing = old.len().saturating_sub(off + old_len);
+    // A record without a text (or too short to tell) gets the usual form.
+    let nul = trailing >= 2 || old_len == 0;
+    let padded = trailing > 2 && old.len() % 4 == 0;
+    let units: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let len = units.len().min(usize::from(u16::MAX) - 2);
+    let max = if nul { len + 2 } else { len };
+    let mut out = Vec::with_capacity(off + max + 4);
+    out.extend_from_slice(&(len as u16).to_le_bytes());
+    out.extend_from_slice(&(max as u16).to_le_bytes());
+    out.extend_from_slice(&(off as u32).to_le_bytes());
+    out.extend(old.get(8..off).unwrap_or(&[]));
+    out.resize(off, 0);
+    out.extend_from_slice(&units[..len]);
+    if nul {
+        out.extend_from_slice(&[0, 0]);
+    }
+    if padded {
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    out
+}
+
+/// The `processorArchitecture` of the install's components (from SYSTEM's
+/// `PROCESSOR_ARCHITECTURE`), or `amd64` when it is not known.
+fn install_architecture(ctx: &PlanContext) -> &'static str {
+    ctx.current_control_set()
+        .or_else(|| ctx.control_sets().into_iter().next())
+        .and_then(|cs| {
+            ctx.value(
+                &HiveId::System,
+                &format!(r"{cs}\Control\Session Manager\Environment"),
+                "PROCESSOR_ARCHITECTURE",
+            )
+        })
+        .and_then(|v| component_architecture(&crate::context::reg_string(&v.data)))
+        .unwrap_or("amd64")
+}
+
+/// The write that makes `<windir>\Panther\unattend.xml` name the clone
+/// `name` in specialize (none when it does already).
+fn answer_file_edit(
+    ctx: &PlanContext,
+    name: &str,
+) -> Result<(Option<PlannedEdit>, AnswerFileUpdate)> {
+    const OP: &str = "stamp";
+    let path = ctx.install.windows_path(PANTHER_UNATTEND);
+    let arch = install_architecture(ctx);
+    let (data, action) = if ctx.backend.exists(&path) {
+        if ctx.backend.is_dir(&path) {
+            return Err(invalid(path, "is a directory; expected the answer file"));
+        }
+        let old = ctx.backend.read(&path)?;
+        let new = set_computer_name(&path, &old, name, arch)?;
+        if new == old {
+            return Ok((
+                None,
+                AnswerFileUpdate {
+                    path,
+                    action: "unchanged",
+                },
+            ));
+        }
+        (new, "edited")
+    } else {
+        (minimal_answer_file(name, arch), "created")
+    };
+    let edit = PlannedEdit::file(
+        OP,
+        FileEdit::write(path.clone(), data),
+        "specialize ComputerName of this clone, so that its name survives specialize",
+    );
+    Ok((Some(edit), AnswerFileUpdate { path, action }))
+}
+
+/// Answer files that Setup would find before
+/// `<windir>\Panther\unattend.xml` (and which therefore would decide the
+/// name), as notes.
+fn shadowing_answer_files(ctx: &PlanContext) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(v) = ctx.value(&HiveId::System, "Setup", "UnattendFile") {
+        let p = crate::context::reg_string(&v.data);
+        let p = p.trim().trim_matches('"');
+        if !p.is_empty()
+            && !p
+                .to_ascii_lowercase()
+                .ends_with(&PANTHER_UNATTEND.to_ascii_lowercase())
+        {
+            notes.push(format!(
+                "SYSTEM Setup UnattendFile points to {p:?}, which Setup reads before Panther\\unattend.xml: the computer name was not set there"
+            ));
+        }
+    }
+    for rel in [
+        r"Panther\Unattend\unattend.xml",
+        r"Panther\Unattend\autounattend.xml",
+    ] {
+        let path = ctx.install.windows_path(rel);
+        if ctx.backend.exists(&path) && !ctx.backend.is_dir(&path) {
+            notes.push(format!(
+                "{path} is read before Panther\\unattend.xml: the computer name was not set there"
+            ));
+        }
+    }
+    notes
 }
 
 /// Makes `opts.count` stamped copies of the generalized root `src` in
@@ -496,6 +659,29 @@ mod tests {
         assert_eq!(
             clone_names(&o(CloneNames::Pattern("WEB-{n:02}".into()))).expect("ok"),
             ["WEB-01", "WEB-02"]
+        );
+    }
+
+    #[test]
+    fn lsa_records() {
+        use crate::describe::lsa_unicode_string;
+        let mut old = vec![0x12, 0, 0x14, 0, 8, 0, 0, 0];
+        old.extend("WORKGROUP\0".encode_utf16().flat_map(u16::to_le_bytes));
+        let new = lsa_unicode_string_data(&old, "WEB-001");
+        assert_eq!(&new[..8], &[14, 0, 16, 0, 8, 0, 0, 0]);
+        assert_eq!(new.len(), 8 + 16);
+        assert_eq!(lsa_unicode_string(&new).as_deref(), Some("WEB-001"));
+        // No terminator stays without one; padding to 4 bytes is kept.
+        let bare = lsa_unicode_string_data(&old[..old.len() - 2], "AB");
+        assert_eq!(bare, [4, 0, 4, 0, 8, 0, 0, 0, 65, 0, 66, 0]);
+        let mut padded = old.clone();
+        padded.extend([0, 0]);
+        let p = lsa_unicode_string_data(&padded, "ABC");
+        assert_eq!(p.len(), 16);
+        assert_eq!(lsa_unicode_string(&p).as_deref(), Some("ABC"));
+        assert_eq!(
+            lsa_unicode_string(&lsa_unicode_string_data(&[], "X")).as_deref(),
+            Some("X")
         );
     }
 
