@@ -17,21 +17,12 @@
 //! * the same with `RAYON_NUM_THREADS=1` (control sets planned one by one).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::demo::build_reseal;
 use crate::util::{self, step};
-
-fn runs() -> usize {
-    std::env::var("RESEAL_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(5)
-}
 
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     if dst.exists() {
@@ -48,7 +39,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Median wall time (ms) of `runs()` generalize runs on fresh copies.
+/// Median wall time (ms) of generalize runs, each on a fresh copy.
 fn measure(
     reseal: &Path,
     pristine: &Path,
@@ -56,43 +47,20 @@ fn measure(
     args: &[&str],
     threads: Option<&str>,
 ) -> Result<f64> {
-    let mut times = Vec::new();
-    for _ in 0..runs() {
-        copy_tree(pristine, work)?;
-        let mut cmd = Command::new(reseal);
-        // --force: the real Windows 10 SYSTEM has a pending file rename,
-        // which preflight refuses unless forced.
-        cmd.arg("generalize").arg("--force").args(args).arg(work);
-        if let Some(n) = threads {
-            cmd.env("RAYON_NUM_THREADS", n);
-        }
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let t = Instant::now();
-        let out = cmd.output().context("running reseal generalize")?;
-        let ms = t.elapsed().as_secs_f64() * 1000.0;
-        if !out.status.success() {
-            bail!(
-                "reseal generalize {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        times.push(ms);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
-fn decompress_xz(src: &Path, dst: &Path) -> Result<()> {
-    let out = Command::new("xz")
-        .arg("-dc")
-        .arg(src)
-        .output()
-        .with_context(|| format!("xz -dc {}", src.display()))?;
-    ensure!(out.status.success(), "xz failed on {}", src.display());
-    std::fs::write(dst, out.stdout)?;
-    Ok(())
+    let m = super::measure(
+        || copy_tree(pristine, work),
+        || {
+            let mut cmd = Command::new(reseal);
+            // --force: the real Windows 10 SYSTEM has a pending file rename,
+            // which preflight refuses unless forced.
+            cmd.arg("generalize").arg("--force").args(args).arg(work);
+            if let Some(n) = threads {
+                cmd.env("RAYON_NUM_THREADS", n);
+            }
+            cmd
+        },
+    )?;
+    Ok(m.median_ms)
 }
 
 /// Runs the benchmark.
@@ -123,14 +91,14 @@ pub fn bench_devices() -> Result<()> {
             std::fs::remove_file(p)?;
         }
     }
-    decompress_xz(
+    super::decompress_xz(
         &corpus.join("regipy/regipy_tests/data/SYSTEM.xz"),
         &config.join("SYSTEM"),
     )?;
     let work = dir.join("work");
     println!(
         "runs per measurement: {} (RESEAL_BENCH_RUNS to change); {} CPUs",
-        runs(),
+        super::runs(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(

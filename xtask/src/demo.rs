@@ -60,27 +60,12 @@ pub fn run_demo(workdir: &Path) -> Result<()> {
     hive_demo(workdir, &reseal)
 }
 
-/// Copies a directory tree (files, directories, permissions).
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        if e.file_type()?.is_dir() {
-            copy_tree(&src, &dst)?;
-        } else {
-            std::fs::copy(&src, &dst).with_context(|| format!("copy {}", src.display()))?;
-        }
-    }
-    Ok(())
-}
-
 fn generalize_demo(workdir: &Path, reseal: &Path) -> Result<()> {
     step("building a sample Windows 10 root from testdata/windows-root");
     let original = workdir.join("windows-root-original");
     fixtures::build_windows_root(&original, None)?;
     let root = workdir.join("windows-root");
-    copy_tree(&original, &root)?;
+    fixtures::copy_tree(&original, &root)?;
     println!(
         "sample root: {} (pristine copy in {})",
         root.display(),

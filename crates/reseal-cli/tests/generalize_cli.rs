@@ -4,9 +4,9 @@
 //! (`hivexregedit` from libwin-hivex-perl, python regipy). A check whose
 //! reader is not installed is skipped with a notice on stderr.
 
+use reseal_testkit::Snapshot;
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,23 +25,9 @@ fn built(variant: Option<&str>) -> (tempfile::TempDir, PathBuf) {
     (tmp, root)
 }
 
-/// Copies a tree (files with their mode, directories, symbolic links).
+/// Copies a tree (see `reseal_testkit::copy_tree`).
 fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let ty = e.file_type().unwrap();
-        let dest = to.join(e.file_name());
-        if ty.is_symlink() {
-            symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
-        } else if ty.is_dir() {
-            copy_tree(&e.path(), &dest);
-            let mode = e.metadata().unwrap().permissions();
-            fs::set_permissions(&dest, mode).unwrap();
-        } else {
-            fs::copy(e.path(), &dest).unwrap();
-        }
-    }
+    reseal_testkit::copy_tree(from, to).unwrap();
 }
 
 /// A fresh copy of `src` in its own temporary directory.
@@ -52,52 +38,13 @@ fn copy_of(src: &Path) -> (tempfile::TempDir, PathBuf) {
     (tmp, root)
 }
 
-/// Every entry of a tree: relative path → (mode, contents; a link's target;
-/// `None` for a directory).
-type Snapshot = BTreeMap<PathBuf, (u32, Option<Vec<u8>>)>;
-
 fn snapshot(root: &Path) -> Snapshot {
-    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            let meta = fs::symlink_metadata(&p).unwrap();
-            let mode = meta.permissions().mode();
-            if meta.file_type().is_symlink() {
-                let target = fs::read_link(&p).unwrap();
-                out.insert(
-                    rel,
-                    (mode, Some(target.into_os_string().into_encoded_bytes())),
-                );
-            } else if meta.is_dir() {
-                out.insert(rel, (mode, None));
-                walk(root, &p, out);
-            } else {
-                out.insert(rel, (mode, Some(fs::read(&p).unwrap())));
-            }
-        }
-    }
-    let mut out = Snapshot::new();
-    walk(root, root, &mut out);
-    out
+    reseal_testkit::snapshot(root).unwrap()
 }
 
 /// Asserts that two snapshots are equal, naming what differs.
 fn assert_same(before: &Snapshot, after: &Snapshot, what: &str) {
-    let mut diffs = Vec::new();
-    for (p, v) in before {
-        match after.get(p) {
-            None => diffs.push(format!("removed {}", p.display())),
-            Some(w) if w != v => diffs.push(format!("changed {}", p.display())),
-            _ => {}
-        }
-    }
-    for p in after.keys() {
-        if !before.contains_key(p) {
-            diffs.push(format!("added {}", p.display()));
-        }
-    }
+    let diffs = reseal_testkit::snapshot_diff(before, after);
     assert!(diffs.is_empty(), "{what}: the tree changed: {diffs:#?}");
 }
 

@@ -651,6 +651,75 @@ fn build_corpus_root_from(recipes: &Path, dest: &Path, corpus: &Path) -> Result<
     Ok(true)
 }
 
+/// Every entry of a tree: relative path -> (mode, contents; a link's target;
+/// `None` for a directory).
+pub type Snapshot = std::collections::BTreeMap<PathBuf, (u32, Option<Vec<u8>>)>;
+
+/// Copies a tree (files with their mode, directories, symbolic links).
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let ty = e.file_type()?;
+        let dest = to.join(e.file_name());
+        if ty.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path())?, &dest)?;
+        } else if ty.is_dir() {
+            copy_tree(&e.path(), &dest)?;
+            fs::set_permissions(&dest, e.metadata()?.permissions())?;
+        } else {
+            fs::copy(e.path(), &dest).with_context(|| format!("copy {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a whole tree: every file's bytes and mode, every directory and
+/// link, by path relative to `root` (to prove a tree did not change).
+pub fn snapshot(root: &Path) -> Result<Snapshot> {
+    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        for e in fs::read_dir(dir)? {
+            let p = e?.path();
+            let rel = p.strip_prefix(root)?.to_path_buf();
+            let meta = fs::symlink_metadata(&p)?;
+            let mode = meta.permissions().mode();
+            if meta.file_type().is_symlink() {
+                let t = fs::read_link(&p)?.into_os_string();
+                out.insert(rel, (mode, Some(t.into_encoded_bytes())));
+            } else if meta.is_dir() {
+                out.insert(rel, (mode, None));
+                walk(root, &p, out)?;
+            } else {
+                out.insert(rel, (mode, Some(fs::read(&p)?)));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Snapshot::new();
+    walk(root, root, &mut out)?;
+    Ok(out)
+}
+
+/// The differences between two snapshots ("removed P", "changed P",
+/// "added P"); empty when identical.
+pub fn snapshot_diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let mut d = Vec::new();
+    for (p, v) in before {
+        match after.get(p) {
+            None => d.push(format!("removed {}", p.display())),
+            Some(w) if w != v => d.push(format!("changed {}", p.display())),
+            _ => {}
+        }
+    }
+    for p in after.keys() {
+        if !before.contains_key(p) {
+            d.push(format!("added {}", p.display()));
+        }
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,6 @@
 //! byte-identical; a dry run changes nothing; a second run plans nothing,
 //! and no operation plans anything on a generalized root.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use reseal::ResealError;
@@ -15,69 +12,19 @@ use reseal::discover::{find_windows_dirs, load_install};
 use reseal::generalize::generalize;
 use reseal::options::GeneralizeOptions;
 use reseal::report::Outcome;
-use reseal_testkit::build_windows_root;
+use reseal_testkit::{Snapshot, build_windows_root, snapshot_diff};
 
-/// Copies a tree (files with their mode, directories, symbolic links).
+/// Copies a tree (see `reseal_testkit::copy_tree`).
 fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let ty = e.file_type().unwrap();
-        let dest = to.join(e.file_name());
-        if ty.is_symlink() {
-            symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
-        } else if ty.is_dir() {
-            copy_tree(&e.path(), &dest);
-            fs::set_permissions(&dest, e.metadata().unwrap().permissions()).unwrap();
-        } else {
-            fs::copy(e.path(), &dest).unwrap();
-        }
-    }
+    reseal_testkit::copy_tree(from, to).unwrap();
 }
-
-/// Every entry of a tree: relative path → (mode, contents; a link's target;
-/// `None` for a directory).
-type Snapshot = BTreeMap<PathBuf, (u32, Option<Vec<u8>>)>;
 
 fn snapshot(root: &Path) -> Snapshot {
-    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            let meta = fs::symlink_metadata(&p).unwrap();
-            let mode = meta.permissions().mode();
-            if meta.file_type().is_symlink() {
-                let t = fs::read_link(&p).unwrap().into_os_string();
-                out.insert(rel, (mode, Some(t.into_encoded_bytes())));
-            } else if meta.is_dir() {
-                out.insert(rel, (mode, None));
-                walk(root, &p, out);
-            } else {
-                out.insert(rel, (mode, Some(fs::read(&p).unwrap())));
-            }
-        }
-    }
-    let mut out = Snapshot::new();
-    walk(root, root, &mut out);
-    out
+    reseal_testkit::snapshot(root).unwrap()
 }
 
-/// The differences between two snapshots (empty when identical).
 fn diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
-    let mut d = Vec::new();
-    for (p, v) in before {
-        match after.get(p) {
-            None => d.push(format!("removed {}", p.display())),
-            Some(w) if w != v => d.push(format!("changed {}", p.display())),
-            _ => {}
-        }
-    }
-    for p in after.keys() {
-        if !before.contains_key(p) {
-            d.push(format!("added {}", p.display()));
-        }
-    }
-    d
+    snapshot_diff(before, after)
 }
 
 fn synthetic_root(tmp: &Path) -> PathBuf {
