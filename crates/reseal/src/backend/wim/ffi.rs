@@ -1,0 +1,511 @@
+//! Minimal hand-written bindings to the parts of the wimlib C API (1.13,
+//! `/usr/include/wimlib.h`) that the WIM backend uses, with a safe wrapper.
+//!
+//! All unsafe code of the crate lives here. On non-Windows systems
+//! `wimlib_tchar` is `char` (UTF-8) and the path separator inside an image
+//! is `/`.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Opaque `WIMStruct`.
+#[repr(C)]
+pub struct WimStruct {
+    _private: [u8; 0],
+}
+
+/// `struct timespec` (the non-Windows `wimlib_timespec`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Timespec {
+    pub tv_sec: i64,
+    pub tv_nsec: i64,
+}
+
+/// `struct wimlib_resource_entry`.
+#[repr(C)]
+pub struct ResourceEntry {
+    pub uncompressed_size: u64,
+    pub compressed_size: u64,
+    pub offset: u64,
+    pub sha1_hash: [u8; 20],
+    pub part_number: u32,
+    pub reference_count: u32,
+    /// Bit fields: is_compressed, is_metadata, is_free, is_spanned,
+    /// is_missing, packed.
+    pub flags: u32,
+    pub raw_resource_offset_in_wim: u64,
+    pub raw_resource_compressed_size: u64,
+    pub raw_resource_uncompressed_size: u64,
+    pub reserved: [u64; 1],
+}
+
+/// `struct wimlib_stream_entry`.
+#[repr(C)]
+pub struct StreamEntry {
+    pub stream_name: *const c_char,
+    pub resource: ResourceEntry,
+    pub reserved: [u64; 4],
+}
+
+/// `struct wimlib_dir_entry` (followed in memory by `num_named_streams + 1`
+/// stream entries).
+#[repr(C)]
+pub struct DirEntryRaw {
+    pub filename: *const c_char,
+    pub dos_name: *const c_char,
+    pub full_path: *const c_char,
+    pub depth: usize,
+    pub security_descriptor: *const c_char,
+    pub security_descriptor_size: usize,
+    pub attributes: u32,
+    pub reparse_tag: u32,
+    pub num_links: u32,
+    pub num_named_streams: u32,
+    pub hard_link_group_id: u64,
+    pub creation_time: Timespec,
+    pub last_write_time: Timespec,
+    pub last_access_time: Timespec,
+    pub unix_uid: u32,
+    pub unix_gid: u32,
+    pub unix_mode: u32,
+    pub unix_rdev: u32,
+    pub object_id: [u8; 64],
+    pub creation_time_high: i32,
+    pub last_write_time_high: i32,
+    pub last_access_time_high: i32,
+    pub reserved2: i32,
+    pub reserved: [u64; 4],
+    pub streams: [StreamEntry; 0],
+}
+
+/// `struct wimlib_wim_info`.
+#[repr(C)]
+pub struct WimInfoRaw {
+    pub guid: [u8; 16],
+    pub image_count: u32,
+    pub boot_index: u32,
+    pub wim_version: u32,
+    pub chunk_size: u32,
+    pub part_number: u16,
+    pub total_parts: u16,
+    pub compression_type: i32,
+    pub total_bytes: u64,
+    /// Bit fields; bit 0 is `has_integrity_table`.
+    pub flags: u32,
+    pub reserved: [u32; 9],
+}
+
+/// `struct wimlib_add_command`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AddCommand {
+    fs_source_path: *mut c_char,
+    wim_target_path: *mut c_char,
+    config_file: *mut c_char,
+    add_flags: c_int,
+}
+
+/// `struct wimlib_delete_command`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DeleteCommand {
+    wim_path: *mut c_char,
+    delete_flags: c_int,
+}
+
+/// `struct wimlib_rename_command`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RenameCommand {
+    wim_source_path: *mut c_char,
+    wim_target_path: *mut c_char,
+    rename_flags: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+union UpdateUnion {
+    add: AddCommand,
+    delete: DeleteCommand,
+    rename: RenameCommand,
+}
+
+/// `struct wimlib_update_command`.
+#[repr(C)]
+struct UpdateCommandRaw {
+    op: c_int,
+    u: UpdateUnion,
+}
+
+type IterateCallback = extern "C" fn(*const DirEntryRaw, *mut c_void) -> c_int;
+
+pub const NO_IMAGE: c_int = 0;
+pub const ALL_IMAGES: c_int = -1;
+pub const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
+pub const ITERATE_DIR_TREE_FLAG_RECURSIVE: c_int = 0x1;
+pub const EXTRACT_FLAG_NO_ACLS: c_int = 0x40;
+pub const EXTRACT_FLAG_NORPFIX: c_int = 0x200;
+pub const EXTRACT_FLAG_NO_ATTRIBUTES: c_int = 0x0010_0000;
+pub const EXTRACT_FLAG_NO_PRESERVE_DIR_STRUCTURE: c_int = 0x0020_0000;
+pub const ADD_FLAG_NORPFIX: c_int = 0x200;
+pub const DELETE_FLAG_FORCE: c_int = 0x1;
+pub const DELETE_FLAG_RECURSIVE: c_int = 0x2;
+pub const WRITE_FLAG_CHECK_INTEGRITY: c_int = 0x1;
+pub const WRITE_FLAG_REBUILD: c_int = 0x40;
+const UPDATE_OP_ADD: c_int = 0;
+const UPDATE_OP_DELETE: c_int = 1;
+const UPDATE_OP_RENAME: c_int = 2;
+
+#[link(name = "wim")]
+unsafe extern "C" {
+    fn wimlib_open_wim(path: *const c_char, flags: c_int, wim_ret: *mut *mut WimStruct) -> c_int;
+    fn wimlib_free(wim: *mut WimStruct);
+    fn wimlib_get_wim_info(wim: *mut WimStruct, info: *mut WimInfoRaw) -> c_int;
+    fn wimlib_resolve_image(wim: *mut WimStruct, name_or_num: *const c_char) -> c_int;
+    fn wimlib_get_image_name(wim: *const WimStruct, image: c_int) -> *const c_char;
+    fn wimlib_get_error_string(code: c_int) -> *const c_char;
+    fn wimlib_iterate_dir_tree(
+        wim: *mut WimStruct,
+        image: c_int,
+        path: *const c_char,
+        flags: c_int,
+        cb: IterateCallback,
+        ctx: *mut c_void,
+    ) -> c_int;
+    fn wimlib_extract_paths(
+        wim: *mut WimStruct,
+        image: c_int,
+        target: *const c_char,
+        paths: *const *const c_char,
+        num_paths: usize,
+        flags: c_int,
+    ) -> c_int;
+    fn wimlib_update_image(
+        wim: *mut WimStruct,
+        image: c_int,
+        cmds: *const UpdateCommandRaw,
+        num_cmds: usize,
+        flags: c_int,
+    ) -> c_int;
+    fn wimlib_overwrite(wim: *mut WimStruct, flags: c_int, threads: c_uint) -> c_int;
+    fn wimlib_write(
+        wim: *mut WimStruct,
+        path: *const c_char,
+        image: c_int,
+        flags: c_int,
+        threads: c_uint,
+    ) -> c_int;
+}
+
+/// A wimlib failure: the call, its code and wimlib's message.
+#[derive(Debug, Clone)]
+pub struct WimError {
+    /// The wimlib function that failed.
+    pub call: &'static str,
+    /// The `wimlib_error_code`.
+    pub code: i32,
+    /// wimlib's description of the code.
+    pub message: String,
+}
+
+impl std::fmt::Display for WimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} (wimlib error {})", self.call, self.message, self.code)
+    }
+}
+
+fn check(call: &'static str, code: c_int) -> Result<(), WimError> {
+    if code == 0 {
+        return Ok(());
+    }
+    // SAFETY: wimlib_get_error_string accepts any code and returns either
+    // NULL or a pointer to a static NUL-terminated string.
+    let p = unsafe { wimlib_get_error_string(code) };
+    let message = if p.is_null() {
+        "unknown error".to_string()
+    } else {
+        // SAFETY: non-NULL, static and NUL-terminated (see above).
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    };
+    Err(WimError {
+        call,
+        code,
+        message,
+    })
+}
+
+fn cstring(call: &'static str, bytes: &[u8]) -> Result<CString, WimError> {
+    CString::new(bytes).map_err(|_| WimError {
+        call,
+        code: 24,
+        message: "path contains a NUL byte".into(),
+    })
+}
+
+fn cpath(call: &'static str, p: &Path) -> Result<CString, WimError> {
+    cstring(call, p.as_os_str().as_bytes())
+}
+
+/// What the backend needs from `wimlib_get_wim_info`.
+#[derive(Debug, Clone, Copy)]
+pub struct WimInfo {
+    /// Number of images.
+    pub image_count: u32,
+    /// Number of parts (split WIMs have more than one).
+    pub total_parts: u16,
+    /// Whether the WIM has an integrity table.
+    pub has_integrity_table: bool,
+}
+
+/// One entry of an image's tree.
+#[derive(Debug, Clone)]
+pub struct TreeEntry {
+    /// Full path in the image with `/` separators (`/` is the root).
+    pub full_path: String,
+    /// FILE_ATTRIBUTE_* bits.
+    pub attributes: u32,
+    /// Size of the unnamed data stream.
+    pub size: u64,
+    /// Depth below the iteration's starting path.
+    pub depth: usize,
+}
+
+/// One update command, in Rust form.
+#[derive(Debug, Clone)]
+pub enum UpdateCmd {
+    /// Add (or replace with) a host file or directory tree.
+    Add {
+        /// Host path.
+        source: std::path::PathBuf,
+        /// Path in the image (`/` separators).
+        target: String,
+        /// WIMLIB_ADD_FLAG_*.
+        flags: i32,
+    },
+    /// Delete a path in the image.
+    Delete {
+        /// Path in the image.
+        path: String,
+        /// WIMLIB_DELETE_FLAG_*.
+        flags: i32,
+    },
+    /// Rename a path in the image.
+    Rename {
+        /// Source path.
+        from: String,
+        /// Destination path.
+        to: String,
+    },
+}
+
+/// An open WIM file. Not shared between threads at the same time (the
+/// backend keeps it behind a mutex); wimlib allows a `WIMStruct` to be used
+/// from any one thread at a time.
+pub struct Wim {
+    ptr: *mut WimStruct,
+}
+
+// SAFETY: a WIMStruct is not tied to the thread that opened it; wimlib only
+// requires that one WIMStruct is not used by two threads at once, which the
+// `&mut self`/`&self` methods together with the backend's mutex guarantee.
+unsafe impl Send for Wim {}
+
+impl Drop for Wim {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from a successful wimlib_open_wim and is freed
+        // exactly once, here.
+        unsafe { wimlib_free(self.ptr) };
+    }
+}
+
+impl Wim {
+    /// Opens a WIM file (read access; writing checks access at commit).
+    pub fn open(path: &Path) -> Result<Wim, WimError> {
+        let c = cpath("wimlib_open_wim", path)?;
+        let mut ptr: *mut WimStruct = std::ptr::null_mut();
+        // SAFETY: `c` is a valid NUL-terminated string and `ptr` a valid
+        // out-pointer; on success wimlib stores an owned WIMStruct in it.
+        let code = unsafe { wimlib_open_wim(c.as_ptr(), 0, &mut ptr) };
+        check("wimlib_open_wim", code)?;
+        Ok(Wim { ptr })
+    }
+
+    /// Header facts.
+    pub fn info(&self) -> Result<WimInfo, WimError> {
+        // SAFETY: WimInfoRaw is plain old data; all-zero is a valid value.
+        let mut raw: WimInfoRaw = unsafe { std::mem::zeroed() };
+        // SAFETY: `ptr` is a live WIMStruct and `raw` a writable struct with
+        // the layout of `struct wimlib_wim_info`.
+        let code = unsafe { wimlib_get_wim_info(self.ptr, &mut raw) };
+        check("wimlib_get_wim_info", code)?;
+        Ok(WimInfo {
+            image_count: raw.image_count,
+            total_parts: raw.total_parts,
+            has_integrity_table: raw.flags & 1 != 0,
+        })
+    }
+
+    /// Resolves an image number or name; `None` when there is no such image.
+    pub fn resolve_image(&self, name_or_num: &str) -> Option<i32> {
+        let c = CString::new(name_or_num).ok()?;
+        // SAFETY: live WIMStruct, valid NUL-terminated string.
+        let image = unsafe { wimlib_resolve_image(self.ptr, c.as_ptr()) };
+        (image != NO_IMAGE && image != ALL_IMAGES).then_some(image)
+    }
+
+    /// The name of an image, if it has one.
+    pub fn image_name(&self, image: i32) -> Option<String> {
+        // SAFETY: live WIMStruct; the returned string (if any) is owned by
+        // the WIMStruct and copied before any other call.
+        let p = unsafe { wimlib_get_image_name(self.ptr, image) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-NULL NUL-terminated string owned by the WIMStruct.
+        let s = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+        (!s.is_empty()).then_some(s)
+    }
+
+    /// Every entry of the tree at `path` (recursive, the start included).
+    pub fn walk(&self, image: i32, path: &str) -> Result<Vec<TreeEntry>, WimError> {
+        extern "C" fn collect(d: *const DirEntryRaw, ctx: *mut c_void) -> c_int {
+            // SAFETY: wimlib passes a valid dentry for the duration of the
+            // call, and `ctx` is the `&mut Vec<TreeEntry>` given below.
+            let (d, out) = unsafe { (&*d, &mut *(ctx as *mut Vec<TreeEntry>)) };
+            let full_path = if d.full_path.is_null() {
+                String::new()
+            } else {
+                // SAFETY: non-NULL NUL-terminated string valid during the call.
+                unsafe { CStr::from_ptr(d.full_path) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            // SAFETY: the first stream entry always exists (wimlib.h: "The
+            // first entry will always exist"), directly after the struct.
+            let size = unsafe { (*d.streams.as_ptr()).resource.uncompressed_size };
+            out.push(TreeEntry {
+                full_path,
+                attributes: d.attributes,
+                size,
+                depth: d.depth,
+            });
+            0
+        }
+        let c = cstring("wimlib_iterate_dir_tree", path.as_bytes())?;
+        let mut out: Vec<TreeEntry> = Vec::new();
+        // SAFETY: live WIMStruct, valid string, a callback matching
+        // wimlib_iterate_dir_tree_callback_t, and a context pointer that
+        // outlives the call.
+        let code = unsafe {
+            wimlib_iterate_dir_tree(
+                self.ptr,
+                image,
+                c.as_ptr(),
+                ITERATE_DIR_TREE_FLAG_RECURSIVE,
+                collect,
+                &mut out as *mut Vec<TreeEntry> as *mut c_void,
+            )
+        };
+        check("wimlib_iterate_dir_tree", code)?;
+        Ok(out)
+    }
+
+    /// Extracts image paths into the host directory `target`.
+    pub fn extract_paths(
+        &self,
+        image: i32,
+        target: &Path,
+        paths: &[String],
+        flags: i32,
+    ) -> Result<(), WimError> {
+        let t = cpath("wimlib_extract_paths", target)?;
+        let cs = paths
+            .iter()
+            .map(|p| cstring("wimlib_extract_paths", p.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ptrs: Vec<*const c_char> = cs.iter().map(|c| c.as_ptr()).collect();
+        // SAFETY: live WIMStruct; `t`, `cs` and `ptrs` outlive the call and
+        // `ptrs` holds `ptrs.len()` valid NUL-terminated strings.
+        let code = unsafe {
+            wimlib_extract_paths(self.ptr, image, t.as_ptr(), ptrs.as_ptr(), ptrs.len(), flags)
+        };
+        check("wimlib_extract_paths", code)
+    }
+
+    /// Applies update commands to an image in memory (all or none: wimlib
+    /// rolls every command back on failure).
+    pub fn update(&mut self, image: i32, cmds: &[UpdateCmd]) -> Result<(), WimError> {
+        const CALL: &str = "wimlib_update_image";
+        // Owned strings first, so that the raw pointers below stay valid.
+        let mut strings: Vec<CString> = Vec::new();
+        let mut keep = |b: &[u8]| -> Result<*mut c_char, WimError> {
+            let c = cstring(CALL, b)?;
+            let p = c.as_ptr() as *mut c_char;
+            strings.push(c);
+            Ok(p)
+        };
+        let mut raw: Vec<UpdateCommandRaw> = Vec::with_capacity(cmds.len());
+        for c in cmds {
+            raw.push(match c {
+                UpdateCmd::Add {
+                    source,
+                    target,
+                    flags,
+                } => UpdateCommandRaw {
+                    op: UPDATE_OP_ADD,
+                    u: UpdateUnion {
+                        add: AddCommand {
+                            fs_source_path: keep(source.as_os_str().as_bytes())?,
+                            wim_target_path: keep(target.as_bytes())?,
+                            config_file: std::ptr::null_mut(),
+                            add_flags: *flags,
+                        },
+                    },
+                },
+                UpdateCmd::Delete { path, flags } => UpdateCommandRaw {
+                    op: UPDATE_OP_DELETE,
+                    u: UpdateUnion {
+                        delete: DeleteCommand {
+                            wim_path: keep(path.as_bytes())?,
+                            delete_flags: *flags,
+                        },
+                    },
+                },
+                UpdateCmd::Rename { from, to } => UpdateCommandRaw {
+                    op: UPDATE_OP_RENAME,
+                    u: UpdateUnion {
+                        rename: RenameCommand {
+                            wim_source_path: keep(from.as_bytes())?,
+                            wim_target_path: keep(to.as_bytes())?,
+                            rename_flags: 0,
+                        },
+                    },
+                },
+            });
+        }
+        // SAFETY: live WIMStruct; `raw` holds `raw.len()` commands laid out
+        // as `struct wimlib_update_command`, whose string pointers point into
+        // `strings`, alive until the end of this function. wimlib does not
+        // keep the command pointers after returning (it copies the paths).
+        let code = unsafe { wimlib_update_image(self.ptr, image, raw.as_ptr(), raw.len(), 0) };
+        check(CALL, code)
+    }
+
+    /// Commits the WIM to its own file (by appending unless `flags` asks
+    /// for a rebuild).
+    pub fn overwrite(&mut self, flags: i32) -> Result<(), WimError> {
+        // SAFETY: live WIMStruct; 0 threads lets wimlib choose.
+        let code = unsafe { wimlib_overwrite(self.ptr, flags, 0) };
+        check("wimlib_overwrite", code)
+    }
+
+    /// Writes the WIM (every image) to a new file.
+    pub fn write(&mut self, path: &Path, flags: i32) -> Result<(), WimError> {
+        let c = cpath("wimlib_write", path)?;
+        // SAFETY: live WIMStruct and a valid NUL-terminated path.
+        let code = unsafe { wimlib_write(self.ptr, c.as_ptr(), ALL_IMAGES, flags, 0) };
+        check("wimlib_write", code)
+    }
+}
