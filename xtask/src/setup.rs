@@ -3,6 +3,8 @@
 //!
 //! * Debian packages for the independent readers: hivex (`hivexregedit`,
 //!   `hivexsh`), libregf (`regfexport`, `regfinfo`), and `xz`.
+//! * wimlib: `libwim-dev` (linked by the `reseal` crate), `wimtools`
+//!   (`wimlib-imagex`, used by the tests) and `pkg-config`.
 //! * A Python virtual environment in `target/venv` with the Python readers
 //!   regipy and dissect.regf, at pinned versions.
 //! * The rustfmt and clippy components.
@@ -31,7 +33,13 @@ const DEBIAN: &[(&str, &[&str])] = &[
     ("regfexport", &["libregf-utils"]),
     ("regfinfo", &["libregf-utils"]),
     ("xz", &["xz-utils"]),
+    ("wimlib-imagex", &["wimtools"]),
+    ("pkg-config", &["pkg-config"]),
 ];
+
+/// Which file (not a command) comes from which Debian packages: wimlib's
+/// header and development library, which the `reseal` crate links against.
+const DEBIAN_FILES: &[(&str, &[&str])] = &[("/usr/include/wimlib.h", &["libwim-dev"])];
 
 /// The virtual environment's directory.
 pub fn venv_dir() -> PathBuf {
@@ -68,6 +76,14 @@ fn debian_packages() -> Result<()> {
             println!("ok: {cmd} found");
         } else {
             println!("missing: {cmd} (from {})", pkgs.join(", "));
+            add(pkgs);
+        }
+    }
+    for (file, pkgs) in DEBIAN_FILES {
+        if std::path::Path::new(file).exists() {
+            println!("ok: {file} found");
+        } else {
+            println!("missing: {file} (from {})", pkgs.join(", "));
             add(pkgs);
         }
     }

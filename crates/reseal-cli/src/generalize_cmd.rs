@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use reseal::ResealError;
+use reseal::backend::Backend;
 use reseal::backend::dir::DirBackend;
+use reseal::backend::wim::{ImageSelector, WimBackend, is_wim_path};
 use reseal::generalize::{generalize, inspect, select_operations};
 use reseal::options::{GeneralizeOptions, Mode, Selection, SidChoice};
 use reseal::report::Outcome;
@@ -33,11 +35,40 @@ fn open_root(path: &Path) -> Result<DirBackend> {
     })
 }
 
+/// Opens one image of a WIM file given on the command line; a file wimlib
+/// cannot open, or a missing image, is bad input (exit 2).
+fn open_wim(
+    path: &Path,
+    index: Option<ImageSelector>,
+    output: Option<PathBuf>,
+) -> Result<WimBackend> {
+    let b = WimBackend::open(path, index.unwrap_or(ImageSelector::Index(1))).map_err(|e| {
+        let message = match &e {
+            ResealError::Io { source, .. } => source.to_string(),
+            ResealError::InvalidInput { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        anyhow::Error::from(ResealError::InvalidInput {
+            what: path.display().to_string(),
+            message,
+        })
+    })?;
+    Ok(b.with_output(output))
+}
+
 /// Flags of `reseal generalize`.
 #[derive(Args)]
 pub struct GeneralizeArgs {
-    /// The image: a directory holding a Windows root.
+    /// The image: a directory holding a Windows root, or a WIM file
+    /// (`.wim`, `.esd`), generalized in place by appending to it.
     path: PathBuf,
+    /// WIM only: the image to generalize, by 1-based index or by name.
+    #[arg(long, value_name = "N|NAME")]
+    index: Option<ImageSelector>,
+    /// WIM only: write the result (every image) to this new WIM file and
+    /// leave the input unchanged.
+    #[arg(long, value_name = "NEW.wim")]
+    output: Option<PathBuf>,
     /// Arm the image to run specialize then OOBE on first boot (default).
     #[arg(long, conflicts_with = "audit")]
     oobe: bool,
@@ -129,8 +160,19 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
         },
         seed: a.seed,
     };
-    let mut backend = open_root(&a.path)?;
-    let report = generalize(&mut backend, &options)?;
+    let mut backend: Box<dyn Backend> = if is_wim_path(&a.path) && a.path.is_file() {
+        Box::new(open_wim(&a.path, a.index, a.output)?)
+    } else {
+        if a.index.is_some() || a.output.is_some() {
+            return Err(ResealError::InvalidInput {
+                what: a.path.display().to_string(),
+                message: "--index and --output apply to WIM files (.wim, .esd) only".into(),
+            }
+            .into());
+        }
+        Box::new(open_root(&a.path)?)
+    };
+    let report = generalize(backend.as_mut(), &options)?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(p) = &a.report {
         std::fs::write(p, format!("{json}\n"))

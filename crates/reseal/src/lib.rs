@@ -7,7 +7,8 @@
 //! every touched hive, commit through the backend, and [`report`].
 //!
 //! The registry engine is [`reseal_hive`], re-exported as [`hive`].
-#![forbid(unsafe_code)]
+// Only the wimlib bindings (backend::wim::ffi) may use unsafe code.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod answer_edit;

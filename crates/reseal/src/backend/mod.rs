@@ -7,6 +7,7 @@
 
 pub mod dir;
 pub mod memory;
+pub mod wim;
 
 use serde::Serialize;
 

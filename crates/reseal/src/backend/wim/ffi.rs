@@ -158,7 +158,7 @@ const UPDATE_OP_ADD: c_int = 0;
 const UPDATE_OP_DELETE: c_int = 1;
 const UPDATE_OP_RENAME: c_int = 2;
 
-#[link(name = "wim")]
+// Linked by build.rs (libwim).
 unsafe extern "C" {
     fn wimlib_open_wim(path: *const c_char, flags: c_int, wim_ret: *mut *mut WimStruct) -> c_int;
     fn wimlib_free(wim: *mut WimStruct);
@@ -212,7 +212,11 @@ pub struct WimError {
 
 impl std::fmt::Display for WimError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} (wimlib error {})", self.call, self.message, self.code)
+        write!(
+            f,
+            "{}: {} (wimlib error {})",
+            self.call, self.message, self.code
+        )
     }
 }
 
@@ -429,7 +433,14 @@ impl Wim {
         // SAFETY: live WIMStruct; `t`, `cs` and `ptrs` outlive the call and
         // `ptrs` holds `ptrs.len()` valid NUL-terminated strings.
         let code = unsafe {
-            wimlib_extract_paths(self.ptr, image, t.as_ptr(), ptrs.as_ptr(), ptrs.len(), flags)
+            wimlib_extract_paths(
+                self.ptr,
+                image,
+                t.as_ptr(),
+                ptrs.as_ptr(),
+                ptrs.len(),
+                flags,
+            )
         };
         check("wimlib_extract_paths", code)
     }

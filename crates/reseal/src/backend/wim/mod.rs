@@ -1,0 +1,598 @@
+//! A backend over one image of a WIM file, through wimlib.
+//!
+//! * The image's tree (names, directory flags, sizes) is read once from its
+//!   metadata with `wimlib_iterate_dir_tree`; lookups are case-insensitive
+//!   over that listing, and every path handed to wimlib uses the stored case.
+//! * A read extracts only the file asked for into a private temporary
+//!   directory, removed when the read ends (also on error).
+//! * A commit stages new contents in a private temporary directory, turns
+//!   the changes into wimlib update commands (add or replace, delete,
+//!   rename), applies them with `wimlib_update_image` (which rolls every
+//!   command back on failure) and then writes: in place by appending
+//!   (`wimlib_overwrite`; the untouched data stays where it is and the old
+//!   header stays valid until the new one is written), or to a new file.
+//!   The integrity table is kept when the input has one.
+//!
+//! Metadata of replaced files: wimlib's add command replaces the whole
+//! file entry, and its public API has no call that sets a security
+//! descriptor, attributes, timestamps or named streams on an entry. A file
+//! written or truncated through this backend therefore gets a new entry
+//! with no security descriptor, the attributes and timestamps of the staged
+//! host file, and no alternate data streams or short name.
+
+#[allow(unsafe_code)]
+mod ffi;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::backend::{Backend, DirEntry, FileChange};
+use crate::error::{ResealError, Result};
+
+pub use ffi::WimError;
+use ffi::{UpdateCmd, Wim};
+
+/// Which image of the WIM to work on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSelector {
+    /// 1-based image index.
+    Index(u32),
+    /// Image name (as in the WIM's XML data).
+    Name(String),
+}
+
+impl std::str::FromStr for ImageSelector {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.is_empty() {
+            return Err("an image index (1, 2, ...) or name is needed".into());
+        }
+        match s.parse::<u32>() {
+            Ok(0) => Err("image indexes start at 1".into()),
+            Ok(n) => Ok(ImageSelector::Index(n)),
+            Err(_) => Ok(ImageSelector::Name(s.to_string())),
+        }
+    }
+}
+
+/// Whether a host path names a WIM file by its extension (`.wim`, `.esd`).
+pub fn is_wim_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("wim") || e.eq_ignore_ascii_case("esd"))
+}
+
+/// One known entry of the image tree.
+#[derive(Debug, Clone)]
+struct Node {
+    /// Path with the stored case, `\`-separated, no leading separator.
+    path: String,
+    is_dir: bool,
+    size: u64,
+}
+
+/// The image tree keyed by upper-cased `\`-separated path.
+type Tree = BTreeMap<String, Node>;
+
+fn norm(path: &str) -> String {
+    path.replace('/', "\\").trim_matches('\\').to_uppercase()
+}
+
+fn name_of(path: &str) -> &str {
+    path.rsplit('\\').next().unwrap_or(path)
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rfind('\\').map_or("", |i| &path[..i])
+}
+
+/// The wimlib form of an image path (`/`-separated, absolute).
+fn wim_path(path: &str) -> String {
+    format!("/{}", path.replace('\\', "/"))
+}
+
+/// A private temporary directory, removed with everything in it on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        let mut last = None;
+        for _ in 0..16 {
+            let mut r = [0u8; 8];
+            getrandom::fill(&mut r).map_err(|e| ResealError::Io {
+                path: base.clone(),
+                action: "create a temporary directory",
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let p = base.join(format!(
+                "reseal-wim-{}-{:016x}",
+                std::process::id(),
+                u64::from_le_bytes(r)
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => return Ok(TempDir(p)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(ResealError::Io {
+            path: base,
+            action: "create a temporary directory",
+            source: last.unwrap_or_else(|| std::io::Error::other("no attempt")),
+        })
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct State {
+    wim: Wim,
+    image: i32,
+    tree: Tree,
+}
+
+/// One image of a WIM file.
+pub struct WimBackend {
+    path: PathBuf,
+    output: Option<PathBuf>,
+    image_name: Option<String>,
+    rebuild: bool,
+    state: Mutex<State>,
+}
+
+fn wim_err(path: &Path, action: &'static str, e: WimError) -> ResealError {
+    ResealError::Io {
+        path: path.to_path_buf(),
+        action,
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn load(path: &Path, selector: &ImageSelector) -> Result<(State, Option<String>)> {
+    let wim = Wim::open(path).map_err(|e| wim_err(path, "open the WIM", e))?;
+    let info = wim
+        .info()
+        .map_err(|e| wim_err(path, "read the WIM header", e))?;
+    if info.total_parts > 1 {
+        return Err(ResealError::InvalidInput {
+            what: path.display().to_string(),
+            message: format!(
+                "a split WIM (part of {}) cannot be generalized; join it first (wimlib-imagex join)",
+                info.total_parts
+            ),
+        });
+    }
+    let key = match selector {
+        ImageSelector::Index(n) => n.to_string(),
+        ImageSelector::Name(s) => s.clone(),
+    };
+    let image = match selector {
+        ImageSelector::Index(n) if *n as u64 > info.image_count as u64 => None,
+        _ => wim.resolve_image(&key),
+    }
+    .ok_or_else(|| ResealError::InvalidInput {
+        what: path.display().to_string(),
+        message: format!(
+            "no image {key:?} in the WIM (it has {} image(s))",
+            info.image_count
+        ),
+    })?;
+    let name = wim.image_name(image);
+    let entries = wim
+        .walk(image, "/")
+        .map_err(|e| wim_err(path, "read the image's directory tree", e))?;
+    let mut tree = Tree::new();
+    for e in entries {
+        if e.depth == 0 {
+            continue;
+        }
+        let p = e.full_path.trim_matches('/').replace('/', "\\");
+        if p.is_empty() {
+            continue;
+        }
+        let is_dir = e.attributes & ffi::FILE_ATTRIBUTE_DIRECTORY != 0;
+        tree.insert(
+            p.to_uppercase(),
+            Node {
+                path: p,
+                is_dir,
+                size: if is_dir { 0 } else { e.size },
+            },
+        );
+    }
+    Ok((State { wim, image, tree }, name))
+}
+
+impl WimBackend {
+    /// Opens one image of the WIM at `path`; commits write back into it by
+    /// appending.
+    pub fn open(path: &Path, image: ImageSelector) -> Result<WimBackend> {
+        let (state, image_name) = load(path, &image)?;
+        Ok(WimBackend {
+            path: path.to_path_buf(),
+            output: None,
+            image_name,
+            rebuild: false,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Writes commits to a new WIM file at `output` (all images) instead of
+    /// into the input; later commits then go to `output`.
+    pub fn with_output(mut self, output: Option<PathBuf>) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// Rebuilds the whole WIM on commit (compacts it) instead of appending.
+    pub fn with_rebuild(mut self, rebuild: bool) -> Self {
+        self.rebuild = rebuild;
+        self
+    }
+
+    /// The 1-based index of the image worked on.
+    pub fn image_index(&self) -> i32 {
+        self.lock().image
+    }
+
+    /// The image's name, if it has one.
+    pub fn image_name(&self) -> Option<&str> {
+        self.image_name.as_deref()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn node(&self, path: &str) -> Option<Node> {
+        self.lock().tree.get(&norm(path)).cloned()
+    }
+
+    fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let node = match self.node(path) {
+            Some(n) if !n.is_dir => n,
+            _ => return Err(ResealError::NotFound { path: path.into() }),
+        };
+        let tmp = TempDir::new()?;
+        let flags = ffi::EXTRACT_FLAG_NO_ACLS
+            | ffi::EXTRACT_FLAG_NO_ATTRIBUTES
+            | ffi::EXTRACT_FLAG_NORPFIX
+            | ffi::EXTRACT_FLAG_NO_PRESERVE_DIR_STRUCTURE;
+        {
+            let st = self.lock();
+            st.wim
+                .extract_paths(st.image, tmp.path(), &[wim_path(&node.path)], flags)
+                .map_err(|e| wim_err(&self.path, "extract a file", e))?;
+        }
+        let host = tmp.path().join(name_of(&node.path));
+        std::fs::read(&host).map_err(|source| ResealError::Io {
+            path: host,
+            action: "read an extracted file",
+            source,
+        })
+    }
+}
+
+/// Resolves `path` against the tree: existing leading components take the
+/// stored case, the rest keep the case given.
+fn resolve(tree: &Tree, path: &str) -> String {
+    let given: Vec<&str> = path.split(['\\', '/']).filter(|c| !c.is_empty()).collect();
+    let mut out = String::new();
+    let mut known = true;
+    for c in given {
+        let next = if out.is_empty() {
+            c.to_string()
+        } else {
+            format!("{out}\\{c}")
+        };
+        if known {
+            if let Some(n) = tree.get(&next.to_uppercase()) {
+                out = n.path.clone();
+                continue;
+            }
+            known = false;
+        }
+        out = next;
+    }
+    out
+}
+
+fn subtree_keys(tree: &Tree, key: &str) -> Vec<String> {
+    let prefix = format!("{key}\\");
+    let mut keys = vec![];
+    if tree.contains_key(key) {
+        keys.push(key.to_string());
+    }
+    keys.extend(
+        tree.range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone()),
+    );
+    keys
+}
+
+fn add_parents(tree: &mut Tree, path: &str) {
+    let mut p = parent_of(path);
+    while !p.is_empty() {
+        tree.entry(p.to_uppercase()).or_insert_with(|| Node {
+            path: p.to_string(),
+            is_dir: true,
+            size: 0,
+        });
+        p = parent_of(p);
+    }
+}
+
+fn commit_err(path: &str, action: &'static str, message: String) -> ResealError {
+    ResealError::CommitFailed {
+        path: path.to_string(),
+        action,
+        message,
+    }
+}
+
+/// A write (`Some(data)`) or a truncation (`None`, nothing when absent):
+/// an add command that replaces the file with staged contents.
+fn add_file(
+    tree: &mut Tree,
+    cmds: &mut Vec<UpdateCmd>,
+    stage_file: &mut dyn FnMut(&[u8], &str) -> Result<PathBuf>,
+    path: &str,
+    data: Option<&[u8]>,
+) -> Result<()> {
+    let key = norm(path);
+    match tree.get(&key) {
+        Some(n) if n.is_dir => return Err(commit_err(path, "write", "is a directory".into())),
+        None if data.is_none() => return Ok(()),
+        _ => {}
+    }
+    let target = resolve(tree, path);
+    if target.is_empty() {
+        return Err(commit_err(path, "write", "empty path".into()));
+    }
+    let data = data.unwrap_or_default();
+    let source = stage_file(data, path)?;
+    cmds.push(UpdateCmd::Add {
+        source,
+        target: wim_path(&target),
+        flags: ffi::ADD_FLAG_NORPFIX,
+    });
+    add_parents(tree, &target);
+    tree.insert(
+        key,
+        Node {
+            path: target,
+            is_dir: false,
+            size: data.len() as u64,
+        },
+    );
+    Ok(())
+}
+
+/// Turns changes into wimlib commands, tracking their effect on a copy of
+/// the tree and staging file contents under `stage`.
+fn plan(tree: &Tree, changes: &[FileChange], stage: &Path) -> Result<Vec<UpdateCmd>> {
+    let mut tree = tree.clone();
+    let mut cmds = Vec::new();
+    let mut staged = 0usize;
+    let mut stage_file = |data: &[u8], path: &str| -> Result<PathBuf> {
+        staged += 1;
+        let p = stage.join(format!("f{staged}"));
+        std::fs::write(&p, data).map_err(|e| commit_err(path, "stage", e.to_string()))?;
+        Ok(p)
+    };
+    for c in changes {
+        match c {
+            FileChange::Write { path, data } => {
+                add_file(&mut tree, &mut cmds, &mut stage_file, path, Some(data))?;
+            }
+            FileChange::Truncate { path } => {
+                add_file(&mut tree, &mut cmds, &mut stage_file, path, None)?;
+            }
+            FileChange::Delete { path } => {
+                let key = norm(path);
+                match tree.get(&key) {
+                    None => {}
+                    Some(n) if n.is_dir => {
+                        return Err(commit_err(path, "delete", "is a directory".into()));
+                    }
+                    Some(n) => {
+                        cmds.push(UpdateCmd::Delete {
+                            path: wim_path(&n.path),
+                            flags: ffi::DELETE_FLAG_FORCE,
+                        });
+                        tree.remove(&key);
+                    }
+                }
+            }
+            FileChange::DeleteTree { path } => {
+                let key = norm(path);
+                if let Some(n) = tree.get(&key) {
+                    cmds.push(UpdateCmd::Delete {
+                        path: wim_path(&n.path),
+                        flags: ffi::DELETE_FLAG_FORCE | ffi::DELETE_FLAG_RECURSIVE,
+                    });
+                    for k in subtree_keys(&tree, &key) {
+                        tree.remove(&k);
+                    }
+                }
+            }
+            FileChange::Rename { from, to } => {
+                let (fk, tk) = (norm(from), norm(to));
+                let Some(src) = tree.get(&fk).cloned() else {
+                    continue;
+                };
+                if tk.is_empty() {
+                    return Err(commit_err(from, "rename", "empty destination".into()));
+                }
+                if tk != fk && tree.contains_key(&tk) {
+                    return Err(commit_err(
+                        from,
+                        "rename",
+                        format!("the destination {to} exists"),
+                    ));
+                }
+                if tk.starts_with(&format!("{fk}\\")) {
+                    return Err(commit_err(from, "rename", format!("{to} is inside {from}")));
+                }
+                let target = if tk == fk {
+                    // A change of case: keep the parent, take the new name.
+                    let p = parent_of(&src.path);
+                    let n = name_of(to.trim_matches(['\\', '/']));
+                    if p.is_empty() {
+                        n.to_string()
+                    } else {
+                        format!("{p}\\{n}")
+                    }
+                } else {
+                    resolve(&tree, to)
+                };
+                let parent = parent_of(&target);
+                if !parent.is_empty() && !tree.contains_key(&parent.to_uppercase()) {
+                    // wimlib's rename needs the destination's parent; an
+                    // added empty directory creates it (and its parents).
+                    let d = stage.join(format!("d{}", cmds.len()));
+                    std::fs::create_dir(&d).map_err(|e| commit_err(to, "stage", e.to_string()))?;
+                    cmds.push(UpdateCmd::Add {
+                        source: d,
+                        target: wim_path(parent),
+                        flags: ffi::ADD_FLAG_NORPFIX,
+                    });
+                    add_parents(&mut tree, &target);
+                }
+                cmds.push(UpdateCmd::Rename {
+                    from: wim_path(&src.path),
+                    to: wim_path(&target),
+                });
+                let moved: Vec<(String, Node)> = subtree_keys(&tree, &fk)
+                    .into_iter()
+                    .filter_map(|k| tree.remove(&k).map(|n| (k, n)))
+                    .collect();
+                for (_, n) in moved {
+                    let rest = &n.path[src.path.len()..];
+                    let p = format!("{target}{rest}");
+                    tree.insert(p.to_uppercase(), Node { path: p, ..n });
+                }
+            }
+        }
+    }
+    Ok(cmds)
+}
+
+impl Backend for WimBackend {
+    fn describe(&self) -> String {
+        let image = self.lock().image;
+        match &self.image_name {
+            Some(n) => format!("{} (image {image}, {n:?})", self.path.display()),
+            None => format!("{} (image {image})", self.path.display()),
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<DirEntry>> {
+        let key = norm(dir);
+        let st = self.lock();
+        if !key.is_empty() && !st.tree.get(&key).is_some_and(|n| n.is_dir) {
+            return Err(ResealError::NotFound { path: dir.into() });
+        }
+        let prefix = if key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}\\")
+        };
+        Ok(st
+            .tree
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('\\'))
+            .map(|(_, n)| DirEntry {
+                name: name_of(&n.path).to_string(),
+                is_dir: n.is_dir,
+                size: n.size,
+            })
+            .collect())
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        let key = norm(path);
+        key.is_empty() || self.lock().tree.contains_key(&key)
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        let key = norm(path);
+        key.is_empty() || self.lock().tree.get(&key).is_some_and(|n| n.is_dir)
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>> {
+        self.read_file(path)
+    }
+
+    fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
+        let mut d = self.read_file(path)?;
+        d.truncate(len);
+        Ok(d)
+    }
+
+    fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let stage = TempDir::new()?;
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let cmds = plan(&state.tree, changes, stage.path())?;
+        let first = changes[0].path().to_string();
+        let dest = self.output.clone().unwrap_or_else(|| self.path.clone());
+        let result = (|| {
+            let integrity = state
+                .wim
+                .info()
+                .map_err(|e| commit_err(&first, "read the WIM header", e.to_string()))?
+                .has_integrity_table;
+            if !cmds.is_empty() {
+                state
+                    .wim
+                    .update(state.image, &cmds)
+                    .map_err(|e| commit_err(&first, "update the image", e.to_string()))?;
+            }
+            let mut flags = if integrity {
+                ffi::WRITE_FLAG_CHECK_INTEGRITY
+            } else {
+                0
+            };
+            match &self.output {
+                Some(out) => state
+                    .wim
+                    .write(out, flags)
+                    .map_err(|e| commit_err(&first, "write the new WIM", e.to_string())),
+                None => {
+                    if self.rebuild {
+                        flags |= ffi::WRITE_FLAG_REBUILD;
+                    }
+                    state
+                        .wim
+                        .overwrite(flags)
+                        .map_err(|e| commit_err(&first, "write the WIM", e.to_string()))
+                }
+            }
+        })();
+        // Reopen from disk either way: on failure this drops the in-memory
+        // changes, on success it reads back what was written.
+        let reopen_from = if result.is_ok() { &dest } else { &self.path };
+        let (fresh, _) = load(reopen_from, &ImageSelector::Index(state.image as u32))?;
+        *state = fresh;
+        drop(stage);
+        if result.is_ok() {
+            self.path = dest;
+            self.output = None;
+        }
+        result
+    }
+}
