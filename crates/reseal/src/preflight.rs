@@ -16,7 +16,7 @@
 //! | `efs` | unless forced | SECURITY `Policy\PolEfDat` present |
 //! | `already-generalized` | info | ImageState is already `IMAGE_STATE_GENERALIZE_RESEAL_TO_*` |
 //! | `hive-replayed` | info | dirty hives were recovered from their logs |
-//! | `ktm-transactions-pending` | info | a hive's base block flags KTM transactions |
+//! | `ktm-transactions-pending` | warning | a hive's base block flags KTM transactions |
 //!
 //! Hibernation: the file starts with the `PO_MEMORY_IMAGE` header whose
 //! signature is `hibr` (a full hibernation or a Fast Startup image) or
@@ -408,7 +408,7 @@ pub fn preflight(
     for h in &desc.transactions_pending {
         out.push(finding(
             "ktm-transactions-pending",
-            Info,
+            Warning,
             format!(
                 "hive {h} flags pending KTM transactions (base block flag bit 0); those live in separate .blf/.regtrans-ms logs that are not replayed"
             ),

@@ -782,7 +782,7 @@ fn already_generalized_is_info() {
 }
 
 #[test]
-fn ktm_flag_is_info() {
+fn ktm_flag_is_a_warning() {
     let img = Img::clean();
     let mut b = img.backend();
     let mut sys = b.read_all(r"Windows\System32\config\SYSTEM");
@@ -793,7 +793,7 @@ fn ktm_flag_is_info() {
     assert_eq!(d.transactions_pending, vec!["SYSTEM".to_string()]);
     assert_eq!(
         only(&findings, "ktm-transactions-pending").severity,
-        Severity::Info
+        Severity::Warning
     );
 }
 
