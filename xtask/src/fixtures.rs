@@ -6,12 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use reseal_testkit::{
-    SAMPLE_MACHINE_SID, VARIANTS, build_corpus_root, build_windows_root, write_sample_software,
+    SAMPLE_MACHINE_SID, VARIANTS, build_corpus_root, build_wims, build_windows_root,
+    write_sample_software,
 };
 
 /// Writes the sample hive to `testdata/generated/` and the Windows roots to
 /// `target/fixtures/` (not committed; regenerate at will): `windows-root`,
-/// `variants/<finding>` (one root per preflight finding) and, when the shared
+/// `variants/<finding>` (one root per preflight finding), `wim/` (the root
+/// captured into WIMs: LZX, XPRESS, LZMS, two images, solid ESD) and, when the shared
 /// corpus is present, `windows-root-corpus`.
 pub fn run() -> Result<()> {
     let root = crate::util::root();
@@ -31,6 +33,13 @@ pub fn run() -> Result<()> {
         "wrote {} (synthetic Windows 10 Pro root, machine SID {SAMPLE_MACHINE_SID})",
         base.display()
     );
+    let wims = build_wims(&base, &out.join("wim"))?;
+    for w in &wims {
+        println!(
+            "wrote {} (wimlib-imagex capture of windows-root)",
+            w.display()
+        );
+    }
     for v in VARIANTS {
         let d = out.join("variants").join(v);
         build_windows_root(&d, Some(v))?;

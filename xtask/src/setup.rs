@@ -35,6 +35,7 @@ const DEBIAN: &[(&str, &[&str])] = &[
     ("xz", &["xz-utils"]),
     ("wimlib-imagex", &["wimtools"]),
     ("pkg-config", &["pkg-config"]),
+    ("sfdisk", &["fdisk"]),
 ];
 
 /// Which file (not a command) comes from which Debian packages: wimlib's

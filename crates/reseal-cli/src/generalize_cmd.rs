@@ -9,7 +9,7 @@ use clap::Args;
 use reseal::ResealError;
 use reseal::backend::Backend;
 use reseal::backend::dir::DirBackend;
-use reseal::backend::wim::{ImageSelector, WimBackend, is_wim_path};
+use reseal::backend::wim::{ImageSelector, WimBackend, generalize_all_images, is_wim_path};
 use reseal::generalize::{generalize, inspect, select_operations};
 use reseal::options::{GeneralizeOptions, Mode, Selection, SidChoice};
 use reseal::report::Outcome;
@@ -42,9 +42,18 @@ fn open_wim(
     index: Option<ImageSelector>,
     output: Option<PathBuf>,
 ) -> Result<WimBackend> {
-    let b = WimBackend::open(path, index.unwrap_or(ImageSelector::Index(1))).map_err(|e| {
+    let b = WimBackend::open(path, index.unwrap_or(ImageSelector::Index(1)))
+        .map_err(|e| bad_wim(path, e))?;
+    Ok(b.with_output(output))
+}
+
+/// A WIM that cannot be opened, or a missing image, is bad input (exit 2).
+fn bad_wim(path: &Path, e: ResealError) -> anyhow::Error {
+    {
         let message = match &e {
-            ResealError::Io { source, .. } => source.to_string(),
+            ResealError::Io { source, action, .. } => format!(
+                "cannot {action} ({source}); expected a WIM file (.wim, .esd) that wimlib can read, holding a Windows image"
+            ),
             ResealError::InvalidInput { message, .. } => message.clone(),
             other => other.to_string(),
         };
@@ -52,8 +61,27 @@ fn open_wim(
             what: path.display().to_string(),
             message,
         })
-    })?;
-    Ok(b.with_output(output))
+    }
+}
+
+/// `--index`: one image (1-based index or name), or `all`.
+#[derive(Clone, Debug)]
+pub enum IndexArg {
+    /// Every image, each generalized on its own.
+    All,
+    /// One image.
+    One(ImageSelector),
+}
+
+impl std::str::FromStr for IndexArg {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.eq_ignore_ascii_case("all") {
+            Ok(IndexArg::All)
+        } else {
+            s.parse().map(IndexArg::One)
+        }
+    }
 }
 
 /// Flags of `reseal generalize`.
@@ -62,13 +90,18 @@ pub struct GeneralizeArgs {
     /// The image: a directory holding a Windows root, or a WIM file
     /// (`.wim`, `.esd`), generalized in place by appending to it.
     path: PathBuf,
-    /// WIM only: the image to generalize, by 1-based index or by name.
-    #[arg(long, value_name = "N|NAME")]
-    index: Option<ImageSelector>,
+    /// WIM only: the image to generalize, by 1-based index or by name, or
+    /// `all` (every image, each on its own).
+    #[arg(long, value_name = "N|NAME|all")]
+    index: Option<IndexArg>,
     /// WIM only: write the result (every image) to this new WIM file and
     /// leave the input unchanged.
     #[arg(long, value_name = "NEW.wim")]
     output: Option<PathBuf>,
+    /// WIM only: rewrite the whole WIM (compacting it) instead of
+    /// appending the changes to it.
+    #[arg(long, conflicts_with = "output")]
+    rebuild: bool,
     /// Arm the image to run specialize then OOBE on first boot (default).
     #[arg(long, conflicts_with = "audit")]
     oobe: bool,
@@ -160,16 +193,49 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
         },
         seed: a.seed,
     };
-    let mut backend: Box<dyn Backend> = if is_wim_path(&a.path) && a.path.is_file() {
-        Box::new(open_wim(&a.path, a.index, a.output)?)
-    } else {
-        if a.index.is_some() || a.output.is_some() {
-            return Err(ResealError::InvalidInput {
-                what: a.path.display().to_string(),
-                message: "--index and --output apply to WIM files (.wim, .esd) only".into(),
-            }
-            .into());
+    let is_wim = is_wim_path(&a.path) && a.path.is_file();
+    if !is_wim && (a.index.is_some() || a.output.is_some() || a.rebuild) {
+        return Err(ResealError::InvalidInput {
+            what: a.path.display().to_string(),
+            message: "--index, --output and --rebuild apply to WIM files (.wim, .esd) only".into(),
         }
+        .into());
+    }
+    if is_wim && matches!(a.index, Some(IndexArg::All)) {
+        let reports = generalize_all_images(&a.path, a.output.clone(), a.rebuild, &options)
+            .map_err(|e| match e {
+                e @ (ResealError::Io { .. } | ResealError::InvalidInput { .. }) => {
+                    bad_wim(&a.path, e)
+                }
+                other => other.into(),
+            })?;
+        let json = serde_json::to_string_pretty(&reports)?;
+        if let Some(p) = &a.report {
+            std::fs::write(p, format!("{json}\n"))
+                .with_context(|| format!("{}: write report", p.display()))?;
+        }
+        let mut out = std::io::stdout().lock();
+        if a.json {
+            writeln!(out, "{json}")?;
+        } else {
+            for (i, r) in (1..).zip(&reports) {
+                writeln!(out, "== image {i} ==")?;
+                out.write_all(r.to_text().as_bytes())?;
+            }
+        }
+        return Ok(if reports.iter().any(|r| r.outcome == Outcome::Refused) {
+            ExitCode::from(EXIT_REFUSED)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let mut backend: Box<dyn Backend> = if is_wim {
+        let index = match a.index {
+            Some(IndexArg::One(s)) => Some(s),
+            _ => None,
+        };
+        Box::new(open_wim(&a.path, index, a.output)?.with_rebuild(a.rebuild))
+    } else {
         Box::new(open_root(&a.path)?)
     };
     let report = generalize(backend.as_mut(), &options)?;

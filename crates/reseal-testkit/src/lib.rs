@@ -720,6 +720,78 @@ pub fn snapshot_diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
     d
 }
 
+fn wimlib_imagex(args: &[&std::ffi::OsStr]) -> Result<()> {
+    let out = std::process::Command::new("wimlib-imagex")
+        .args(args)
+        .output()
+        .context("running wimlib-imagex (Debian package wimtools)")?;
+    ensure!(
+        out.status.success(),
+        "wimlib-imagex {:?} failed: {}{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The image name [`build_wims`] gives the captured root (the second image
+/// of the two-image WIM is named [`WIM_IMAGE_NAME_2`]).
+pub const WIM_IMAGE_NAME: &str = "Windows 10 Pro";
+/// The name of the second image of `windows-two-images.wim`.
+pub const WIM_IMAGE_NAME_2: &str = "Windows 10 Pro (copy)";
+
+/// Captures the Windows root at `root` into WIM files under `dest` with
+/// `wimlib-imagex` and returns their paths, in this order:
+/// `windows-lzx.wim`, `windows-xpress.wim`, `windows-lzms.wim` (one image
+/// each, named [`WIM_IMAGE_NAME`]), `windows-two-images.wim` (LZX, the root
+/// captured twice: [`WIM_IMAGE_NAME`], then [`WIM_IMAGE_NAME_2`]) and
+/// `windows-solid.esd` (the LZX WIM exported with `--solid`, LZMS solid
+/// resources). Existing files of those names are replaced.
+pub fn build_wims(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
+    ensure!(
+        root.join("Windows/System32/config/SYSTEM").is_file(),
+        "{}: not a Windows root",
+        root.display()
+    );
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let r = root.as_os_str();
+    let name = std::ffi::OsStr::new(WIM_IMAGE_NAME);
+    let mut out = Vec::new();
+    for (file, compress) in [
+        ("windows-lzx.wim", "LZX"),
+        ("windows-xpress.wim", "XPRESS"),
+        ("windows-lzms.wim", "LZMS"),
+    ] {
+        let p = dest.join(file);
+        let _ = fs::remove_file(&p);
+        let c = format!("--compress={compress}");
+        wimlib_imagex(&["capture".as_ref(), r, p.as_os_str(), name, c.as_ref()])?;
+        out.push(p);
+    }
+    let two = dest.join("windows-two-images.wim");
+    let _ = fs::remove_file(&two);
+    wimlib_imagex(&["capture".as_ref(), r, two.as_os_str(), name])?;
+    wimlib_imagex(&[
+        "append".as_ref(),
+        r,
+        two.as_os_str(),
+        WIM_IMAGE_NAME_2.as_ref(),
+    ])?;
+    out.push(two);
+    let esd = dest.join("windows-solid.esd");
+    let _ = fs::remove_file(&esd);
+    wimlib_imagex(&[
+        "export".as_ref(),
+        out[0].as_os_str(),
+        "all".as_ref(),
+        esd.as_os_str(),
+        "--solid".as_ref(),
+    ])?;
+    out.push(esd);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

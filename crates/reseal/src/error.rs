@@ -95,6 +95,21 @@ pub enum ResealError {
         /// Where in it, and in which form.
         detail: String,
     },
+    /// A disk image container or partition table is corrupt, truncated or
+    /// of an unsupported kind.
+    #[error("{file}: {what} at offset {offset}: expected {expected}, found {found}")]
+    DiskFormat {
+        /// Host path of the image file.
+        file: PathBuf,
+        /// Byte offset in the file (or device) where the problem is.
+        offset: u64,
+        /// Which structure or field.
+        what: String,
+        /// What was expected.
+        expected: String,
+        /// What was found.
+        found: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -136,6 +136,17 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
     }
     if !options.dry_run && !changes.is_empty() {
         backend.commit(&changes)?;
+        for i in &mut report.installs {
+            if i.files_changed == 0 {
+                continue;
+            }
+            let caveats = backend.commit_caveats(i.sid.is_some());
+            i.not_done
+                .extend(caveats.into_iter().map(|message| ops::NotDone {
+                    operation: "backend",
+                    message,
+                }));
+        }
     }
     Ok(report)
 }

@@ -17,6 +17,7 @@ pub mod backend;
 pub mod context;
 pub mod describe;
 pub mod discover;
+pub mod disk;
 pub mod edit;
 pub mod error;
 pub mod generalize;

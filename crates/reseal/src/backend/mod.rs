@@ -104,6 +104,14 @@ pub trait Backend: Send + Sync {
     /// Applies every change or none: on any failure the image is left as it
     /// was before the call.
     fn commit(&mut self, changes: &[FileChange]) -> Result<()>;
+    /// What the last successful [`commit`](Backend::commit) could not keep
+    /// (metadata the backend cannot carry over), one sentence each, for the
+    /// run report. `sid_changed`: the run rewrote the machine SID. Default:
+    /// nothing.
+    fn commit_caveats(&self, sid_changed: bool) -> Vec<String> {
+        let _ = sid_changed;
+        Vec::new()
+    }
 }
 
 /// Joins two image paths with a backslash.

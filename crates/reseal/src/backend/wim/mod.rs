@@ -23,6 +23,9 @@
 #[allow(unsafe_code)]
 mod ffi;
 
+mod all;
+pub use all::{generalize_all_images, image_count};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -56,11 +59,15 @@ impl std::str::FromStr for ImageSelector {
     }
 }
 
-/// Whether a host path names a WIM file by its extension (`.wim`, `.esd`).
+/// Whether a host path names a WIM file by its extension (`.wim`, `.esd`,
+/// and `.swm`, a part of a split WIM, which is opened to be refused
+/// clearly).
 pub fn is_wim_path(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("wim") || e.eq_ignore_ascii_case("esd"))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["wim", "esd", "swm"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
 }
 
 /// One known entry of the image tree.
@@ -147,6 +154,11 @@ pub struct WimBackend {
     image_name: Option<String>,
     rebuild: bool,
     state: Mutex<State>,
+    /// Image paths (stored case) the last successful commit replaced with
+    /// new entries (written or truncated files).
+    replaced: Vec<String>,
+    /// Test hook: fail the commit after the update, before writing.
+    fail_before_write: bool,
 }
 
 fn wim_err(path: &Path, action: &'static str, e: WimError) -> ResealError {
@@ -223,6 +235,8 @@ impl WimBackend {
             image_name,
             rebuild: false,
             state: Mutex::new(state),
+            replaced: Vec::new(),
+            fail_before_write: false,
         })
     }
 
@@ -237,6 +251,20 @@ impl WimBackend {
     pub fn with_rebuild(mut self, rebuild: bool) -> Self {
         self.rebuild = rebuild;
         self
+    }
+
+    /// For tests: make the next commits fail after wimlib's update has been
+    /// applied in memory and before anything is written, as a write error
+    /// would.
+    #[doc(hidden)]
+    pub fn set_fail_before_write(&mut self, fail: bool) {
+        self.fail_before_write = fail;
+    }
+
+    /// Image paths (stored case) that the last successful commit replaced
+    /// with new entries.
+    pub fn replaced_paths(&self) -> &[String] {
+        &self.replaced
     }
 
     /// The 1-based index of the image worked on.
@@ -380,7 +408,12 @@ fn add_file(
 
 /// Turns changes into wimlib commands, tracking their effect on a copy of
 /// the tree and staging file contents under `stage`.
-fn plan(tree: &Tree, changes: &[FileChange], stage: &Path) -> Result<Vec<UpdateCmd>> {
+/// Also returns the image paths that add commands replace with files.
+fn plan(
+    tree: &Tree,
+    changes: &[FileChange],
+    stage: &Path,
+) -> Result<(Vec<UpdateCmd>, Vec<String>)> {
     let mut tree = tree.clone();
     let mut cmds = Vec::new();
     let mut staged = 0usize;
@@ -485,7 +518,16 @@ fn plan(tree: &Tree, changes: &[FileChange], stage: &Path) -> Result<Vec<UpdateC
             }
         }
     }
-    Ok(cmds)
+    let replaced = cmds
+        .iter()
+        .filter_map(|c| match c {
+            UpdateCmd::Add { source, target, .. } if source.is_file() => {
+                Some(target.trim_start_matches('/').replace('/', "\\"))
+            }
+            _ => None,
+        })
+        .collect();
+    Ok((cmds, replaced))
 }
 
 impl Backend for WimBackend {
@@ -541,13 +583,37 @@ impl Backend for WimBackend {
         Ok(d)
     }
 
+    fn commit_caveats(&self, sid_changed: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.replaced.is_empty() {
+            out.push(format!(
+                "{} file(s) replaced in the WIM ({}) lost their security descriptor, DOS attributes, \
+                 short (8.3) name, alternate data streams and timestamps: wimlib's update API \
+                 replaces the whole entry and has no call that sets them on an entry (when the \
+                 image is applied they inherit the parent directory's ACL and get the time of \
+                 this run)",
+                self.replaced.len(),
+                self.replaced.join(", ")
+            ));
+        }
+        if sid_changed {
+            out.push(
+                "file ACLs naming the old machine SID inside the WIM's security data are not \
+                 rewritten: wimlib exposes no API to edit an image's security descriptor table"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
     fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
         let stage = TempDir::new()?;
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let cmds = plan(&state.tree, changes, stage.path())?;
+        let (cmds, replaced) = plan(&state.tree, changes, stage.path())?;
+        let fail_before_write = self.fail_before_write;
         let first = changes[0].path().to_string();
         let dest = self.output.clone().unwrap_or_else(|| self.path.clone());
         let result = (|| {
@@ -561,6 +627,13 @@ impl Backend for WimBackend {
                     .wim
                     .update(state.image, &cmds)
                     .map_err(|e| commit_err(&first, "update the image", e.to_string()))?;
+            }
+            if fail_before_write {
+                return Err(commit_err(
+                    &first,
+                    "write the WIM",
+                    "injected failure (test hook)".into(),
+                ));
             }
             let mut flags = if integrity {
                 ffi::WRITE_FLAG_CHECK_INTEGRITY
@@ -592,6 +665,7 @@ impl Backend for WimBackend {
         if result.is_ok() {
             self.path = dest;
             self.output = None;
+            self.replaced = replaced;
         }
         result
     }

@@ -1,0 +1,546 @@
+//! Microsoft Virtual Hard Disk (VHD) images, from the "Virtual Hard Disk
+//! Image Format Specification": the 512-byte footer (at the end, and a
+//! copy at the start of dynamic disks), the dynamic disk header, the block
+//! allocation table (BAT) and the per-block sector bitmaps.
+//!
+//! Fixed, dynamic and differencing disks are read; fixed and dynamic disks
+//! and the child of a differencing disk are written. A write into an
+//! unallocated block appends a block (bitmap + data) where the footer was
+//! and rewrites the footer after it, then records the block in the BAT.
+
+use super::{Access, BlockDevice, ImageFile, be32, be64, check_range, utf16be, utf16le};
+use crate::{ResealError, Result};
+use std::path::{Path, PathBuf};
+
+const SECTOR: u64 = 512;
+const UNALLOCATED: u32 = 0xFFFF_FFFF;
+const MAX_CHAIN: u32 = 32;
+const MAX_BAT_ENTRIES: u64 = 1 << 26;
+
+/// The kind of a VHD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VhdType {
+    /// All data stored in order, footer at the end.
+    Fixed,
+    /// Blocks allocated on demand.
+    Dynamic,
+    /// Blocks allocated on demand; unwritten sectors come from a parent.
+    Differencing,
+}
+
+#[derive(Debug)]
+struct Sparse {
+    bat_offset: u64,
+    bat: Vec<u32>,
+    block_size: u64,
+    bitmap_size: u64,
+}
+
+/// An open VHD file.
+pub struct VhdDisk {
+    file: ImageFile,
+    footer: [u8; 512],
+    size: u64,
+    kind: VhdType,
+    sparse: Option<Sparse>,
+    parent: Option<Box<dyn BlockDevice>>,
+    parent_path: Option<PathBuf>,
+    data_end: u64,
+}
+
+impl std::fmt::Debug for VhdDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhdDisk")
+            .field("path", &self.file.path)
+            .field("size", &self.size)
+            .field("kind", &self.kind)
+            .field("parent", &self.parent_path)
+            .finish()
+    }
+}
+
+/// The VHD checksum: ones' complement of the byte sum, skipping the
+/// checksum field itself.
+fn checksum(b: &[u8], field: usize) -> u32 {
+    let mut sum = 0u32;
+    for (i, &x) in b.iter().enumerate() {
+        if !(field..field + 4).contains(&i) {
+            sum = sum.wrapping_add(u32::from(x));
+        }
+    }
+    !sum
+}
+
+impl VhdDisk {
+    /// Opens a VHD; a differencing disk's parents are opened read-only.
+    pub fn open(path: &Path, access: Access) -> Result<Self> {
+        Self::open_depth(path, access, 0)
+    }
+
+    /// The kind of disk.
+    pub fn vhd_type(&self) -> VhdType {
+        self.kind
+    }
+
+    /// The resolved parent file of a differencing disk.
+    pub fn parent_path(&self) -> Option<&Path> {
+        self.parent_path.as_deref()
+    }
+
+    fn open_depth(path: &Path, access: Access, depth: u32) -> Result<Self> {
+        let file = ImageFile::open(path, access)?;
+        let flen = file.len()?;
+        if flen < SECTOR {
+            return Err(file.format_err(
+                0,
+                "VHD footer",
+                "a file of at least 512 bytes",
+                format!("{flen} bytes"),
+            ));
+        }
+        let mut footer = [0u8; 512];
+        let foot_at = flen - SECTOR;
+        file.read(foot_at, &mut footer, "VHD footer")?;
+        if &footer[0..8] != b"conectix" {
+            return Err(file.format_err(
+                foot_at,
+                "VHD footer cookie",
+                "\"conectix\"",
+                format!("{:02X?}", &footer[0..8]),
+            ));
+        }
+        let stored = be32(&footer, 64);
+        let computed = checksum(&footer, 64);
+        if stored != computed {
+            return Err(file.format_err(
+                foot_at + 64,
+                "VHD footer checksum",
+                format!("{computed:08X}"),
+                format!("{stored:08X}"),
+            ));
+        }
+        let version = be32(&footer, 12);
+        if version >> 16 != 1 {
+            return Err(file.format_err(
+                foot_at + 12,
+                "VHD format version",
+                "1.x",
+                format!("{version:08X}"),
+            ));
+        }
+        let kind = match be32(&footer, 60) {
+            2 => VhdType::Fixed,
+            3 => VhdType::Dynamic,
+            4 => VhdType::Differencing,
+            t => {
+                return Err(file.format_err(
+                    foot_at + 60,
+                    "VHD disk type",
+                    "2 (fixed), 3 (dynamic) or 4 (differencing)",
+                    t.to_string(),
+                ));
+            }
+        };
+        let size = disk_size(&footer);
+        let mut disk = VhdDisk {
+            file,
+            footer,
+            size,
+            kind,
+            sparse: None,
+            parent: None,
+            parent_path: None,
+            data_end: foot_at,
+        };
+        if kind == VhdType::Fixed {
+            // A fixed disk whose data area is shorter than its size (seen
+            // in the wild) reads zeros past the data; writes there are
+            // refused.
+            disk.data_end = foot_at;
+            return Ok(disk);
+        }
+        let dyn_at = be64(&footer, 16);
+        let mut hdr = [0u8; 1024];
+        disk.file
+            .read(dyn_at, &mut hdr, "VHD dynamic disk header")?;
+        if &hdr[0..8] != b"cxsparse" {
+            return Err(disk.file.format_err(
+                dyn_at,
+                "VHD dynamic header cookie",
+                "\"cxsparse\"",
+                format!("{:02X?}", &hdr[0..8]),
+            ));
+        }
+        let stored = be32(&hdr, 36);
+        let computed = checksum(&hdr, 36);
+        if stored != computed {
+            return Err(disk.file.format_err(
+                dyn_at + 36,
+                "VHD dynamic header checksum",
+                format!("{computed:08X}"),
+                format!("{stored:08X}"),
+            ));
+        }
+        let bat_offset = be64(&hdr, 16);
+        let entries = u64::from(be32(&hdr, 28));
+        let block_size = u64::from(be32(&hdr, 32));
+        if !block_size.is_power_of_two() || !(SECTOR..=(256 << 20)).contains(&block_size) {
+            return Err(disk.file.format_err(
+                dyn_at + 32,
+                "VHD block size",
+                "a power of two from 512 bytes to 256 MiB",
+                block_size.to_string(),
+            ));
+        }
+        let needed = size.div_ceil(block_size);
+        if entries < needed || entries > MAX_BAT_ENTRIES {
+            return Err(disk.file.format_err(
+                dyn_at + 28,
+                "VHD max table entries",
+                format!("{needed}..={MAX_BAT_ENTRIES} for a {size}-byte disk"),
+                entries.to_string(),
+            ));
+        }
+        let mut raw = vec![0u8; (entries * 4) as usize];
+        disk.file
+            .read(bat_offset, &mut raw, "VHD block allocation table")?;
+        let bat: Vec<u32> = raw.chunks_exact(4).map(|c| be32(c, 0)).collect();
+        let bitmap_size = (block_size / SECTOR).div_ceil(8).div_ceil(SECTOR) * SECTOR;
+        for (i, &e) in bat.iter().enumerate() {
+            if e == UNALLOCATED {
+                continue;
+            }
+            let start = u64::from(e) * SECTOR;
+            if start < 512 || start + bitmap_size + block_size > foot_at {
+                return Err(disk.file.format_err(
+                    bat_offset + 4 * i as u64,
+                    format!("VHD BAT entry {i}"),
+                    format!("a block inside the file's {foot_at} bytes before the footer"),
+                    format!("sector {e}"),
+                ));
+            }
+        }
+        disk.sparse = Some(Sparse {
+            bat_offset,
+            bat,
+            block_size,
+            bitmap_size,
+        });
+        if kind == VhdType::Differencing {
+            if depth >= MAX_CHAIN {
+                return Err(disk.file.format_err(
+                    dyn_at,
+                    "VHD parent chain",
+                    format!("at most {MAX_CHAIN} levels"),
+                    "a longer chain (or a loop)",
+                ));
+            }
+            let parent_path = disk.locate_parent(&hdr, dyn_at)?;
+            let parent: Box<dyn BlockDevice> = match super::detect_format(&parent_path)? {
+                super::ImageFormat::Vhd => {
+                    let p = VhdDisk::open_depth(&parent_path, Access::ReadOnly, depth + 1)?;
+                    if p.footer[68..84] != hdr[40..56] {
+                        return Err(disk.file.format_err(
+                            dyn_at + 40,
+                            "VHD parent unique ID",
+                            format!(
+                                "the unique ID of {}: {:02X?}",
+                                parent_path.display(),
+                                &p.footer[68..84]
+                            ),
+                            format!("{:02X?}", &hdr[40..56]),
+                        ));
+                    }
+                    Box::new(p)
+                }
+                super::ImageFormat::Vhdx => {
+                    Box::new(super::vhdx::VhdxDisk::open(&parent_path, Access::ReadOnly)?)
+                }
+                super::ImageFormat::Raw => {
+                    Box::new(super::raw::RawDisk::open(&parent_path, Access::ReadOnly)?)
+                }
+            };
+            disk.parent = Some(parent);
+            disk.parent_path = Some(parent_path);
+        }
+        Ok(disk)
+    }
+
+    /// Resolves the parent from the locators: W2ru (relative), W2ku
+    /// (absolute; its file name looked up next to the child), then the
+    /// parent name in the header.
+    fn locate_parent(&self, hdr: &[u8; 1024], dyn_at: u64) -> Result<PathBuf> {
+        let dir = self.file.path.parent().unwrap_or(Path::new("."));
+        let mut tried = Vec::new();
+        let mut candidates = Vec::new();
+        for code in [b"W2ru", b"W2ku"] {
+            for i in 0..8 {
+                let e = &hdr[576 + 24 * i..600 + 24 * i];
+                if &e[0..4] != code {
+                    continue;
+                }
+                let len = u64::from(be32(e, 8));
+                let at = be64(e, 16);
+                if len == 0 || len > 65536 {
+                    continue;
+                }
+                let mut data = vec![0u8; len as usize];
+                if self.file.read(at, &mut data, "VHD parent locator").is_err() {
+                    continue;
+                }
+                let text = utf16le(&data).replace('\\', "/");
+                if code == b"W2ru" {
+                    candidates.push(dir.join(text.trim_start_matches("./")));
+                } else {
+                    let abs = PathBuf::from(&text);
+                    if let Some(name) = text.rsplit('/').next() {
+                        candidates.push(dir.join(name));
+                    }
+                    candidates.push(abs);
+                }
+            }
+        }
+        let name = utf16be(&hdr[64..576]).replace('\\', "/");
+        if let Some(base) = name.rsplit('/').next().filter(|s| !s.is_empty()) {
+            candidates.push(dir.join(base));
+        }
+        for c in candidates {
+            if c.is_file() {
+                return Ok(c);
+            }
+            tried.push(c.display().to_string());
+        }
+        Err(self.file.format_err(
+            dyn_at + 576,
+            "VHD parent locator",
+            "an existing parent file",
+            if tried.is_empty() {
+                "no usable W2ru/W2ku locator or parent name".to_string()
+            } else {
+                format!("none of: {}", tried.join(", "))
+            },
+        ))
+    }
+
+    fn read_parent(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match &self.parent {
+            None => {
+                buf.fill(0);
+                Ok(())
+            }
+            Some(p) => {
+                let plen = p.len();
+                let avail = plen.saturating_sub(offset).min(buf.len() as u64) as usize;
+                if avail > 0 {
+                    p.read_at(offset, &mut buf[..avail])?;
+                }
+                buf[avail..].fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    fn read_bitmap(&self, entry: u32, s: &Sparse) -> Result<Vec<u8>> {
+        let mut bm = vec![0u8; s.bitmap_size as usize];
+        self.file
+            .read(u64::from(entry) * SECTOR, &mut bm, "VHD sector bitmap")?;
+        Ok(bm)
+    }
+
+    /// Reads `buf` from inside one block.
+    fn read_in_block(&self, block: u64, in_block: u64, buf: &mut [u8]) -> Result<()> {
+        let Some(s) = &self.sparse else { return Ok(()) };
+        let offset = block * s.block_size + in_block;
+        let entry = s.bat[block as usize];
+        if entry == UNALLOCATED {
+            return self.read_parent(offset, buf);
+        }
+        let data = u64::from(entry) * SECTOR + s.bitmap_size;
+        if self.parent.is_none() {
+            return self.file.read(data + in_block, buf, "VHD block data");
+        }
+        let bm = self.read_bitmap(entry, s)?;
+        let bit = |sector: u64| bm[(sector / 8) as usize] & (0x80 >> (sector % 8)) != 0;
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let at = in_block + pos as u64;
+            let present = bit(at / SECTOR);
+            let mut end = (at / SECTOR + 1) * SECTOR;
+            while end < in_block + buf.len() as u64 && bit(end / SECTOR) == present {
+                end += SECTOR;
+            }
+            let end = end.min(in_block + buf.len() as u64);
+            let n = (end - at) as usize;
+            let chunk = &mut buf[pos..pos + n];
+            if present {
+                self.file.read(data + at, chunk, "VHD block data")?;
+            } else {
+                self.read_parent(block * s.block_size + at, chunk)?;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    fn write_footers(&self, end_at: u64) -> Result<()> {
+        self.file.write(end_at, &self.footer)?;
+        if self.kind != VhdType::Fixed {
+            self.file.write(0, &self.footer)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a block for `block` (its data copied from the parent for a
+    /// differencing disk, zeros otherwise) and records it in the BAT.
+    fn allocate(&mut self, block: u64) -> Result<u32> {
+        let (bs, bms, bat_offset) = match &self.sparse {
+            Some(s) => (s.block_size, s.bitmap_size, s.bat_offset),
+            None => return Ok(UNALLOCATED),
+        };
+        let flen = self.file.len()?;
+        let start = (flen - SECTOR).div_ceil(SECTOR) * SECTOR;
+        let sector = u32::try_from(start / SECTOR)
+            .ok()
+            .filter(|&s| s != UNALLOCATED)
+            .ok_or_else(|| {
+                self.file.format_err(
+                    start,
+                    "VHD new block",
+                    "a sector number below 2^32",
+                    (start / SECTOR).to_string(),
+                )
+            })?;
+        let mut data = Vec::new();
+        if self.parent.is_some() {
+            data = vec![0u8; bs as usize];
+            self.read_parent(block * bs, &mut data)?;
+        }
+        let bitmap = vec![0xFFu8; bms as usize];
+        self.file.write(start, &bitmap)?;
+        self.file.set_len(start + bms + bs)?;
+        if !data.is_empty() {
+            self.file.write(start + bms, &data)?;
+        }
+        self.write_footers(start + bms + bs)?;
+        self.file.sync()?;
+        self.file
+            .write(bat_offset + 4 * block, &sector.to_be_bytes())?;
+        if let Some(s) = &mut self.sparse {
+            s.bat[block as usize] = sector;
+        }
+        Ok(sector)
+    }
+
+    /// For a differencing disk: makes an allocated block hold all of its
+    /// sectors (copying the missing ones from the parent) so that any
+    /// write to it is a plain write.
+    fn materialize(&mut self, block: u64, entry: u32) -> Result<()> {
+        let Some(s) = &self.sparse else { return Ok(()) };
+        let bm = self.read_bitmap(entry, s)?;
+        let sectors = (s.block_size / SECTOR) as usize;
+        let full = (0..sectors).all(|i| bm[i / 8] & (0x80 >> (i % 8)) != 0);
+        if full {
+            return Ok(());
+        }
+        let (bs, bms) = (s.block_size, s.bitmap_size);
+        let mut data = vec![0u8; bs as usize];
+        self.read_in_block(block, 0, &mut data)?;
+        let base = u64::from(entry) * SECTOR;
+        self.file.write(base + bms, &data)?;
+        self.file.sync()?;
+        self.file.write(base, &vec![0xFFu8; bms as usize])
+    }
+}
+
+/// The disk size as Virtual PC and QEMU's older images define it (from
+/// the CHS geometry), or the footer's current size for everyone else.
+fn disk_size(footer: &[u8; 512]) -> u64 {
+    let current = be64(footer, 48);
+    let creator = &footer[28..32];
+    let cyl = u64::from(u16::from_be_bytes([footer[56], footer[57]]));
+    let heads = u64::from(footer[58]);
+    let spt = u64::from(footer[59]);
+    let chs = cyl * heads * spt * SECTOR;
+    let max_geometry = cyl == 65535 && heads == 16 && spt == 255;
+    if (creator == b"vpc " || creator == b"qemu") && !max_geometry && chs != 0 {
+        chs
+    } else {
+        current
+    }
+}
+
+impl BlockDevice for VhdDisk {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(&self.file.path, self.size, offset, buf.len())?;
+        let Some(s) = &self.sparse else {
+            let avail = self.data_end.saturating_sub(offset).min(buf.len() as u64) as usize;
+            if avail > 0 {
+                self.file.read(offset, &mut buf[..avail], "VHD data")?;
+            }
+            buf[avail..].fill(0);
+            return Ok(());
+        };
+        let bs = s.block_size;
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let at = offset + pos as u64;
+            let in_block = at % bs;
+            let n = ((bs - in_block) as usize).min(buf.len() - pos);
+            self.read_in_block(at / bs, in_block, &mut buf[pos..pos + n])?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
+        check_range(&self.file.path, self.size, offset, buf.len())?;
+        if !self.file.writable {
+            return Err(ResealError::InvalidInput {
+                what: self.file.path.display().to_string(),
+                message: "the image was opened read-only".into(),
+            });
+        }
+        let (bs, bms) = match &self.sparse {
+            None => {
+                if offset + buf.len() as u64 > self.data_end {
+                    return Err(self.file.format_err(
+                        self.data_end,
+                        "VHD fixed disk data area",
+                        format!("room for a write up to {}", offset + buf.len() as u64),
+                        format!("data ending at {}", self.data_end),
+                    ));
+                }
+                return self.file.write(offset, buf);
+            }
+            Some(s) => (s.block_size, s.bitmap_size),
+        };
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let at = offset + pos as u64;
+            let block = at / bs;
+            let in_block = at % bs;
+            let n = ((bs - in_block) as usize).min(buf.len() - pos);
+            let mut entry = self
+                .sparse
+                .as_ref()
+                .map_or(UNALLOCATED, |s| s.bat[block as usize]);
+            if entry == UNALLOCATED {
+                entry = self.allocate(block)?;
+            } else if self.parent.is_some() {
+                self.materialize(block, entry)?;
+            }
+            let data = u64::from(entry) * SECTOR + bms;
+            self.file.write(data + in_block, &buf[pos..pos + n])?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.sync()
+    }
+}

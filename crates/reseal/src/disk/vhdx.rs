@@ -1,0 +1,1016 @@
+//! Microsoft VHDX images (MS-VHDX): file identifier, the two headers
+//! (CRC-32C, the valid one with the higher sequence number is current),
+//! the region table, the BAT with its interleaved sector bitmap entries,
+//! the metadata region, and the log.
+//!
+//! A non-empty log is replayed before use: into the file when opened for
+//! writing (then the log is marked empty through a header update), in
+//! memory when opened read-only. A log that cannot be replayed is refused
+//! with an error naming the file and the log GUID.
+//!
+//! Writes into blocks that are not fully present allocate a new 1 MiB
+//! aligned payload block at the end of the file. The order is: the block's
+//! data, then the BAT entry, then (once per open) the inactive header with
+//! a higher sequence number and new write GUIDs, which makes it current.
+
+use super::{Access, BlockDevice, Guid, ImageFile, check_range, crc32c, le16, le32, le64, utf16le};
+use crate::{ResealError, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const PAGE: u64 = 4 * KIB;
+const MAX_CHAIN: u32 = 32;
+const MAX_OVERLAY_PAGES: usize = 65536;
+
+const BAT_REGION: Guid = Guid::from_str_const("2DC27766-F623-4200-9D64-115E9BFD4A08");
+const METADATA_REGION: Guid = Guid::from_str_const("8B7CA206-4790-4B9A-B8FE-575F050F886E");
+const FILE_PARAMETERS: Guid = Guid::from_str_const("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+const VIRTUAL_DISK_SIZE: Guid = Guid::from_str_const("2FA54224-CD1B-4876-B211-5DBED83BF4B8");
+const VIRTUAL_DISK_ID: Guid = Guid::from_str_const("BECA12AB-B2E6-4523-93EF-C309E000C746");
+const LOGICAL_SECTOR_SIZE: Guid = Guid::from_str_const("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
+const PHYSICAL_SECTOR_SIZE: Guid = Guid::from_str_const("CDA348C7-445D-4471-9CC9-E9885251C556");
+const PARENT_LOCATOR: Guid = Guid::from_str_const("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
+
+const PAYLOAD_NOT_PRESENT: u64 = 0;
+const PAYLOAD_FULLY_PRESENT: u64 = 6;
+const PAYLOAD_PARTIALLY_PRESENT: u64 = 7;
+const SB_PRESENT: u64 = 6;
+
+#[derive(Debug, Clone)]
+struct Header {
+    raw: Vec<u8>,
+    slot: u64,
+    seq: u64,
+    data_write: Guid,
+    log_guid: Guid,
+    log_length: u64,
+    log_offset: u64,
+}
+
+fn parse_header(raw: Vec<u8>, slot: u64) -> std::result::Result<Header, String> {
+    if &raw[0..4] != b"head" {
+        return Err(format!("signature {:02X?}", &raw[0..4]));
+    }
+    let stored = le32(&raw, 4);
+    let mut copy = raw.clone();
+    copy[4..8].fill(0);
+    let computed = crc32c(&copy);
+    if stored != computed {
+        return Err(format!("CRC-32C {stored:08X}, computed {computed:08X}"));
+    }
+    let version = le16(&raw, 66);
+    if version != 1 {
+        return Err(format!("version {version}"));
+    }
+    Ok(Header {
+        seq: le64(&raw, 8),
+        data_write: Guid::read(&raw, 32),
+        log_guid: Guid::read(&raw, 48),
+        log_length: u64::from(le32(&raw, 68)),
+        log_offset: le64(&raw, 72),
+        raw,
+        slot,
+    })
+}
+
+/// One write recorded in the log.
+#[derive(Debug)]
+enum LogOp {
+    Data(u64, Vec<u8>),
+    Zero(u64, u64),
+}
+
+#[derive(Debug)]
+struct LogEntry {
+    pos: u64,
+    len: u64,
+    tail: u64,
+    seq: u64,
+    last_file_offset: u64,
+    ops: Vec<LogOp>,
+}
+
+/// An open VHDX file.
+pub struct VhdxDisk {
+    file: ImageFile,
+    header: Header,
+    /// Replayed log pages (read-only opens), by 4 KiB aligned file offset.
+    overlay: BTreeMap<u64, Vec<u8>>,
+    /// File length including what a replayed log extended it to.
+    file_len: u64,
+    size: u64,
+    block_size: u64,
+    sector_size: u64,
+    chunk_ratio: u64,
+    bat_offset: u64,
+    bat: Vec<u64>,
+    has_parent: bool,
+    parent: Option<Box<dyn BlockDevice>>,
+    parent_path: Option<PathBuf>,
+    header_bumped: bool,
+    replayed: bool,
+}
+
+impl std::fmt::Debug for VhdxDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhdxDisk")
+            .field("path", &self.file.path)
+            .field("size", &self.size)
+            .field("block_size", &self.block_size)
+            .field("parent", &self.parent_path)
+            .finish()
+    }
+}
+
+impl VhdxDisk {
+    /// Opens a VHDX (replaying its log if needed); parents of a
+    /// differencing disk are opened read-only.
+    pub fn open(path: &Path, access: Access) -> Result<Self> {
+        Self::open_depth(path, access, 0)
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+    /// Logical sector size in bytes.
+    pub fn logical_sector_size(&self) -> u64 {
+        self.sector_size
+    }
+    /// Whether a non-empty log was replayed when opening.
+    pub fn log_replayed(&self) -> bool {
+        self.replayed
+    }
+    /// The current header's DataWriteGuid.
+    pub fn data_write_guid(&self) -> Guid {
+        self.header.data_write
+    }
+    /// The resolved parent of a differencing disk.
+    pub fn parent_path(&self) -> Option<&Path> {
+        self.parent_path.as_deref()
+    }
+
+    fn open_depth(path: &Path, access: Access, depth: u32) -> Result<Self> {
+        let file = ImageFile::open(path, access)?;
+        let flen = file.len()?;
+        let mut ident = [0u8; 8];
+        file.read(0, &mut ident, "VHDX file identifier")?;
+        if &ident != b"vhdxfile" {
+            return Err(file.format_err(
+                0,
+                "VHDX file identifier",
+                "\"vhdxfile\"",
+                format!("{ident:02X?}"),
+            ));
+        }
+        let mut best: Option<Header> = None;
+        let mut problems = Vec::new();
+        for slot in [64 * KIB, 128 * KIB] {
+            let mut raw = vec![0u8; PAGE as usize];
+            if let Err(e) = file.read(slot, &mut raw, "VHDX header") {
+                problems.push(format!("header at {slot}: {e}"));
+                continue;
+            }
+            match parse_header(raw, slot) {
+                Ok(h) => {
+                    if best.as_ref().is_none_or(|b| h.seq > b.seq) {
+                        best = Some(h);
+                    }
+                }
+                Err(e) => problems.push(format!("header at {slot}: {e}")),
+            }
+        }
+        let Some(header) = best else {
+            return Err(file.format_err(
+                64 * KIB,
+                "VHDX headers",
+                "at least one header with signature \"head\", a valid CRC-32C and version 1",
+                problems.join("; "),
+            ));
+        };
+        let mut disk = VhdxDisk {
+            file,
+            header,
+            overlay: BTreeMap::new(),
+            file_len: flen,
+            size: 0,
+            block_size: 0,
+            sector_size: 0,
+            chunk_ratio: 0,
+            bat_offset: 0,
+            bat: Vec::new(),
+            has_parent: false,
+            parent: None,
+            parent_path: None,
+            header_bumped: false,
+            replayed: false,
+        };
+        if !disk.header.log_guid.is_nil() {
+            disk.replay_log()?;
+        }
+        disk.load_regions(depth)?;
+        Ok(disk)
+    }
+
+    fn log_err(&self, offset: u64, found: impl Into<String>) -> ResealError {
+        self.file.format_err(
+            offset,
+            format!(
+                "VHDX log {} (not replayed; the image was not used)",
+                self.header.log_guid
+            ),
+            "a log that can be replayed",
+            found,
+        )
+    }
+
+    /// Reads file bytes as they are after log replay.
+    fn fread(&self, offset: u64, buf: &mut [u8], what: &str) -> Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.file_len) {
+            return Err(self.file.format_err(
+                offset,
+                what,
+                format!("{} bytes inside the file", buf.len()),
+                format!("the file ends at {}", self.file_len),
+            ));
+        }
+        let end = offset + buf.len() as u64;
+        let real = self.file.len()?;
+        let in_file = real.saturating_sub(offset).min(buf.len() as u64) as usize;
+        if in_file > 0 {
+            self.file.read(offset, &mut buf[..in_file], what)?;
+        }
+        buf[in_file..].fill(0);
+        if !self.overlay.is_empty() {
+            let first = offset - offset % PAGE;
+            for (&p, page) in self.overlay.range(first..end) {
+                let s = p.max(offset);
+                let e = (p + PAGE).min(end);
+                if s < e {
+                    buf[(s - offset) as usize..(e - offset) as usize]
+                        .copy_from_slice(&page[(s - p) as usize..(e - p) as usize]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_log_entry(&self, log: &[u8], pos: u64) -> Option<LogEntry> {
+        let llen = log.len() as u64;
+        let at = |o: u64| ((pos + o) % llen) as usize;
+        let get = |o: u64, n: usize| -> Vec<u8> { (0..n as u64).map(|i| log[at(o + i)]).collect() };
+        let h = get(0, 64);
+        if &h[0..4] != b"loge" {
+            return None;
+        }
+        let len = u64::from(le32(&h, 8));
+        if len < PAGE || len % PAGE != 0 || len > llen {
+            return None;
+        }
+        let tail = u64::from(le32(&h, 12));
+        if tail % PAGE != 0 || tail >= llen {
+            return None;
+        }
+        let seq = le64(&h, 16);
+        let count = u64::from(le32(&h, 24));
+        if Guid::read(&h, 32) != self.header.log_guid || seq == 0 {
+            return None;
+        }
+        let mut entry = get(0, len as usize);
+        let stored = le32(&entry, 4);
+        entry[4..8].fill(0);
+        if crc32c(&entry) != stored {
+            return None;
+        }
+        let desc_bytes = (64 + 32 * count).div_ceil(PAGE) * PAGE;
+        if desc_bytes > len {
+            return None;
+        }
+        let mut ops = Vec::new();
+        let mut data_at = desc_bytes;
+        for i in 0..count as usize {
+            let d = &entry[64 + 32 * i..96 + 32 * i];
+            if le64(d, 24) != seq {
+                return None;
+            }
+            let file_offset = le64(d, 16);
+            if file_offset % PAGE != 0 {
+                return None;
+            }
+            match &d[0..4] {
+                b"zero" => {
+                    let zlen = le64(d, 8);
+                    if zlen % PAGE != 0 {
+                        return None;
+                    }
+                    ops.push(LogOp::Zero(file_offset, zlen));
+                }
+                b"desc" => {
+                    if data_at + PAGE > len {
+                        return None;
+                    }
+                    let s = &entry[data_at as usize..(data_at + PAGE) as usize];
+                    let sseq = (u64::from(le32(s, 4)) << 32) | u64::from(le32(s, 4092));
+                    if &s[0..4] != b"data" || sseq != seq {
+                        return None;
+                    }
+                    let mut sector = Vec::with_capacity(PAGE as usize);
+                    sector.extend_from_slice(&d[8..16]);
+                    sector.extend_from_slice(&s[8..4092]);
+                    sector.extend_from_slice(&d[4..8]);
+                    ops.push(LogOp::Data(file_offset, sector));
+                    data_at += PAGE;
+                }
+                _ => return None,
+            }
+        }
+        Some(LogEntry {
+            pos,
+            len,
+            tail,
+            seq,
+            last_file_offset: le64(&h, 56),
+            ops,
+        })
+    }
+
+    /// Finds the active log sequence and replays it (see the module doc).
+    fn replay_log(&mut self) -> Result<()> {
+        let (lo, ll) = (self.header.log_offset, self.header.log_length);
+        let hslot = self.header.slot;
+        if ll == 0
+            || lo % MIB != 0
+            || ll % MIB != 0
+            || lo.checked_add(ll).is_none_or(|e| e > self.file_len)
+        {
+            return Err(self.log_err(
+                hslot + 68,
+                format!("log region of {ll} bytes at {lo} outside the file or misaligned"),
+            ));
+        }
+        if ll > 256 * MIB {
+            return Err(self.log_err(
+                hslot + 68,
+                format!("a log of {ll} bytes (more than 256 MiB)"),
+            ));
+        }
+        let mut log = vec![0u8; ll as usize];
+        self.file.read(lo, &mut log, "VHDX log")?;
+        let mut entries: BTreeMap<u64, LogEntry> = BTreeMap::new();
+        let mut pos = 0;
+        while pos < ll {
+            if let Some(e) = self.parse_log_entry(&log, pos) {
+                entries.insert(pos, e);
+            }
+            pos += PAGE;
+        }
+        let mut best: Option<(u64, Vec<u64>)> = None;
+        for (&start, first) in &entries {
+            let mut chain = vec![start];
+            let mut cur = first;
+            while chain.len() <= entries.len() {
+                let next = (cur.pos + cur.len) % ll;
+                match entries.get(&next) {
+                    Some(n) if n.seq == cur.seq.wrapping_add(1) && !chain.contains(&next) => {
+                        chain.push(next);
+                        cur = n;
+                    }
+                    _ => break,
+                }
+            }
+            if let Some(i) = chain.iter().position(|&p| p == cur.tail) {
+                let active = chain[i..].to_vec();
+                if best.as_ref().is_none_or(|(s, _)| cur.seq > *s) {
+                    best = Some((cur.seq, active));
+                }
+            }
+        }
+        let Some((_, active)) = best else {
+            // No valid sequence: the log holds nothing to replay.
+            if self.file.writable {
+                self.write_header(Guid::default())?;
+            }
+            return Ok(());
+        };
+        let mut new_len = self.file_len;
+        let mut pages = 0usize;
+        for p in &active {
+            let e = &entries[p];
+            new_len = new_len.max(e.last_file_offset);
+            for op in &e.ops {
+                match op {
+                    LogOp::Data(o, d) => {
+                        new_len = new_len.max(o + PAGE);
+                        pages += 1;
+                        if self.file.writable {
+                            self.file.write(*o, d)?;
+                        } else {
+                            self.overlay.insert(*o, d.clone());
+                        }
+                    }
+                    LogOp::Zero(o, n) => {
+                        let end = o
+                            .checked_add(*n)
+                            .ok_or_else(|| self.log_err(lo + p, "a zero descriptor past 2^64"))?;
+                        new_len = new_len.max(end);
+                        if self.file.writable {
+                            let zeros = vec![0u8; MIB as usize];
+                            let mut at = *o;
+                            while at < end {
+                                let k = (end - at).min(MIB);
+                                self.file.write(at, &zeros[..k as usize])?;
+                                at += k;
+                            }
+                        } else {
+                            let mut at = *o;
+                            while at < end {
+                                pages += 1;
+                                if pages > MAX_OVERLAY_PAGES {
+                                    return Err(self.log_err(
+                                        lo + p,
+                                        "more than 256 MiB of replayed data for a read-only open",
+                                    ));
+                                }
+                                self.overlay.insert(at, vec![0u8; PAGE as usize]);
+                                at += PAGE;
+                            }
+                        }
+                    }
+                }
+            }
+            if pages > MAX_OVERLAY_PAGES && !self.file.writable {
+                return Err(self.log_err(
+                    lo + p,
+                    "more than 256 MiB of replayed data for a read-only open",
+                ));
+            }
+        }
+        if self.file.writable {
+            if new_len > self.file.len()? {
+                self.file.set_len(new_len)?;
+            }
+            self.file.sync()?;
+            self.write_header(Guid::default())?;
+        }
+        self.file_len = new_len;
+        self.replayed = true;
+        Ok(())
+    }
+
+    /// Writes the inactive header with sequence + 1, new write GUIDs and
+    /// the given log GUID, and makes it current.
+    fn write_header(&mut self, log_guid: Guid) -> Result<()> {
+        let mut raw = self.header.raw.clone();
+        let seq = self.header.seq.checked_add(1).ok_or_else(|| {
+            self.file.format_err(
+                self.header.slot + 8,
+                "VHDX header sequence number",
+                "below 2^64 - 1",
+                "the maximum",
+            )
+        })?;
+        raw[8..16].copy_from_slice(&seq.to_le_bytes());
+        raw[16..32].copy_from_slice(&Guid::random()?.0);
+        raw[32..48].copy_from_slice(&Guid::random()?.0);
+        raw[48..64].copy_from_slice(&log_guid.0);
+        raw[4..8].fill(0);
+        let crc = crc32c(&raw);
+        raw[4..8].copy_from_slice(&crc.to_le_bytes());
+        let slot = if self.header.slot == 64 * KIB {
+            128 * KIB
+        } else {
+            64 * KIB
+        };
+        self.file.write(slot, &raw)?;
+        self.file.sync()?;
+        self.header = parse_header(raw, slot).map_err(|e| {
+            self.file
+                .format_err(slot, "VHDX header just written", "valid", e)
+        })?;
+        Ok(())
+    }
+
+    fn load_regions(&mut self, depth: u32) -> Result<()> {
+        let mut table = None;
+        let mut problems = Vec::new();
+        for at in [192 * KIB, 256 * KIB] {
+            let mut rt = vec![0u8; (64 * KIB) as usize];
+            if let Err(e) = self.fread(at, &mut rt, "VHDX region table") {
+                problems.push(e.to_string());
+                continue;
+            }
+            let stored = le32(&rt, 4);
+            let count = le32(&rt, 8);
+            let mut copy = rt.clone();
+            copy[4..8].fill(0);
+            if &rt[0..4] != b"regi" {
+                problems.push(format!(
+                    "region table at {at}: signature {:02X?}",
+                    &rt[0..4]
+                ));
+            } else if crc32c(&copy) != stored {
+                problems.push(format!(
+                    "region table at {at}: CRC-32C {stored:08X}, computed {:08X}",
+                    crc32c(&copy)
+                ));
+            } else if count > 2047 {
+                problems.push(format!("region table at {at}: {count} entries"));
+            } else {
+                table = Some((at, rt, count));
+                break;
+            }
+        }
+        let Some((rt_at, rt, count)) = table else {
+            return Err(self.file.format_err(
+                192 * KIB,
+                "VHDX region table",
+                "signature \"regi\", a valid CRC-32C, at most 2047 entries",
+                problems.join("; "),
+            ));
+        };
+        let (mut bat, mut meta) = (None, None);
+        for i in 0..count as usize {
+            let e = &rt[16 + 32 * i..48 + 32 * i];
+            let guid = Guid::read(e, 0);
+            let off = le64(e, 16);
+            let len = u64::from(le32(e, 24));
+            let required = le32(e, 28) & 1 != 0;
+            let entry_at = rt_at + 16 + 32 * i as u64;
+            if off % MIB != 0
+                || len % MIB != 0
+                || off < MIB
+                || off.checked_add(len).is_none_or(|e| e > self.file_len)
+            {
+                return Err(self.file.format_err(
+                    entry_at,
+                    format!("VHDX region {guid}"),
+                    format!("1 MiB aligned, inside the file of {} bytes", self.file_len),
+                    format!("{len} bytes at {off}"),
+                ));
+            }
+            if guid == BAT_REGION {
+                bat = Some((off, len));
+            } else if guid == METADATA_REGION {
+                meta = Some((off, len));
+            } else if required {
+                return Err(self.file.format_err(
+                    entry_at,
+                    "VHDX region",
+                    "only known required regions (BAT, metadata)",
+                    format!("unknown required region {guid}"),
+                ));
+            }
+        }
+        let (Some((bat_off, bat_len)), Some((meta_off, meta_len))) = (bat, meta) else {
+            return Err(self.file.format_err(
+                rt_at,
+                "VHDX region table",
+                "a BAT and a metadata region",
+                "one of them missing",
+            ));
+        };
+        self.read_metadata(meta_off, meta_len, depth)?;
+        // BAT
+        let payload = self.size.div_ceil(self.block_size);
+        let entries = if self.has_parent {
+            payload.div_ceil(self.chunk_ratio) * (self.chunk_ratio + 1)
+        } else {
+            payload + payload.saturating_sub(1) / self.chunk_ratio
+        };
+        if entries.checked_mul(8).is_none_or(|b| b > bat_len) {
+            return Err(self.file.format_err(
+                bat_off,
+                "VHDX BAT region",
+                format!("room for {entries} entries"),
+                format!("{bat_len} bytes"),
+            ));
+        }
+        let mut raw = vec![0u8; (entries * 8) as usize];
+        self.fread(bat_off, &mut raw, "VHDX BAT")?;
+        self.bat = raw.chunks_exact(8).map(|c| le64(c, 0)).collect();
+        self.bat_offset = bat_off;
+        for (i, &e) in self.bat.iter().enumerate() {
+            let i = i as u64;
+            let state = e & 7;
+            let off = (e >> 20) << 20;
+            let is_bitmap = (i + 1) % (self.chunk_ratio + 1) == 0;
+            let (ok, need) = if is_bitmap {
+                (
+                    state == 0 || state == SB_PRESENT,
+                    if state == SB_PRESENT { MIB } else { 0 },
+                )
+            } else {
+                let ok = matches!(state, 0..=3 | 6 | 7)
+                    && (state != PAYLOAD_PARTIALLY_PRESENT || self.has_parent);
+                (ok, if state >= 6 { self.block_size } else { 0 })
+            };
+            let in_file = need == 0
+                || (off >= MIB
+                    && off
+                        .checked_add(need)
+                        .is_some_and(|end| end <= self.file_len));
+            if !ok || !in_file {
+                return Err(self.file.format_err(
+                    bat_off + 8 * i,
+                    format!("VHDX BAT entry {i}"),
+                    format!(
+                        "a valid state and a block inside the file of {} bytes",
+                        self.file_len
+                    ),
+                    format!("state {state}, offset {off}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_metadata(&mut self, off: u64, len: u64, depth: u32) -> Result<()> {
+        if len > 64 * MIB {
+            return Err(self.file.format_err(
+                off,
+                "VHDX metadata region",
+                "at most 64 MiB",
+                format!("{len} bytes"),
+            ));
+        }
+        let mut m = vec![0u8; len as usize];
+        self.fread(off, &mut m, "VHDX metadata region")?;
+        let count = u64::from(le16(&m, 10));
+        if &m[0..8] != b"metadata" || count > 2047 || 32 + 32 * count > len {
+            return Err(self.file.format_err(
+                off,
+                "VHDX metadata table",
+                "signature \"metadata\" and at most 2047 entries",
+                format!("{:02X?}, {count} entries", &m[0..8]),
+            ));
+        }
+        let mut items: Vec<(Guid, &[u8], u64)> = Vec::new();
+        for i in 0..count as usize {
+            let e = &m[32 + 32 * i..64 + 32 * i];
+            let id = Guid::read(e, 0);
+            let io = u64::from(le32(e, 16));
+            let il = u64::from(le32(e, 20));
+            let required = le32(e, 24) & 4 != 0;
+            let at = off + 32 + 32 * i as u64;
+            if il > 0 && (io < 64 * KIB || io.checked_add(il).is_none_or(|x| x > len)) {
+                return Err(self.file.format_err(
+                    at,
+                    format!("VHDX metadata item {id}"),
+                    "inside the metadata region",
+                    format!("{il} bytes at {io}"),
+                ));
+            }
+            let known = [
+                FILE_PARAMETERS,
+                VIRTUAL_DISK_SIZE,
+                VIRTUAL_DISK_ID,
+                LOGICAL_SECTOR_SIZE,
+                PHYSICAL_SECTOR_SIZE,
+                PARENT_LOCATOR,
+            ];
+            if required && !known.contains(&id) {
+                return Err(self.file.format_err(
+                    at,
+                    "VHDX metadata item",
+                    "only known required items",
+                    format!("unknown required item {id}"),
+                ));
+            }
+            items.push((id, &m[io as usize..(io + il) as usize], at));
+        }
+        let find = |id: Guid, min: usize, what: &str| -> Result<&[u8]> {
+            match items.iter().find(|(g, _, _)| *g == id) {
+                Some((_, d, _)) if d.len() >= min => Ok(d),
+                Some((_, d, at)) => Err(self.file.format_err(
+                    *at,
+                    what.to_string(),
+                    format!("at least {min} bytes"),
+                    format!("{} bytes", d.len()),
+                )),
+                None => Err(self.file.format_err(
+                    off,
+                    what.to_string(),
+                    "present in the metadata table",
+                    "missing",
+                )),
+            }
+        };
+        let params = find(FILE_PARAMETERS, 8, "VHDX file parameters")?;
+        let block_size = u64::from(le32(params, 0));
+        let has_parent = le32(params, 4) & 2 != 0;
+        let size = le64(find(VIRTUAL_DISK_SIZE, 8, "VHDX virtual disk size")?, 0);
+        let lss = u64::from(le32(
+            find(LOGICAL_SECTOR_SIZE, 4, "VHDX logical sector size")?,
+            0,
+        ));
+        if !block_size.is_power_of_two() || !(MIB..=256 * MIB).contains(&block_size) {
+            return Err(self.file.format_err(
+                off,
+                "VHDX block size",
+                "a power of two from 1 MiB to 256 MiB",
+                block_size.to_string(),
+            ));
+        }
+        if lss != 512 && lss != 4096 {
+            return Err(self.file.format_err(
+                off,
+                "VHDX logical sector size",
+                "512 or 4096",
+                lss.to_string(),
+            ));
+        }
+        if size == 0 || size % lss != 0 || size > 64 * 1024 * 1024 * MIB {
+            return Err(self.file.format_err(
+                off,
+                "VHDX virtual disk size",
+                "a multiple of the sector size, at most 64 TiB",
+                size.to_string(),
+            ));
+        }
+        let locator = if has_parent {
+            Some(find(PARENT_LOCATOR, 20, "VHDX parent locator")?.to_vec())
+        } else {
+            None
+        };
+        self.block_size = block_size;
+        self.sector_size = lss;
+        self.size = size;
+        self.has_parent = has_parent;
+        self.chunk_ratio = (1u64 << 23) * lss / block_size;
+        if let Some(loc) = locator {
+            if depth >= MAX_CHAIN {
+                return Err(self.file.format_err(
+                    off,
+                    "VHDX parent chain",
+                    format!("at most {MAX_CHAIN} levels"),
+                    "a longer chain (or a loop)",
+                ));
+            }
+            self.open_parent(&loc, off, depth)?;
+        }
+        Ok(())
+    }
+
+    fn open_parent(&mut self, loc: &[u8], at: u64, depth: u32) -> Result<()> {
+        let n = usize::from(le16(loc, 18));
+        let mut kv = BTreeMap::new();
+        for i in 0..n {
+            let b = 20 + 12 * i;
+            if b + 12 > loc.len() {
+                break;
+            }
+            let (ko, vo) = (le32(loc, b) as usize, le32(loc, b + 4) as usize);
+            let (kl, vl) = (
+                usize::from(le16(loc, b + 8)),
+                usize::from(le16(loc, b + 10)),
+            );
+            if ko.checked_add(kl).is_none_or(|e| e > loc.len())
+                || vo.checked_add(vl).is_none_or(|e| e > loc.len())
+            {
+                return Err(self.file.format_err(
+                    at,
+                    "VHDX parent locator entry",
+                    "key and value inside the item",
+                    format!("entry {i} out of range"),
+                ));
+            }
+            kv.insert(utf16le(&loc[ko..ko + kl]), utf16le(&loc[vo..vo + vl]));
+        }
+        let dir = self
+            .file
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut candidates = Vec::new();
+        if let Some(rel) = kv.get("relative_path") {
+            let rel = rel.replace('\\', "/");
+            candidates.push(dir.join(rel.trim_start_matches("./")));
+        }
+        for key in ["absolute_win32_path", "volume_path"] {
+            if let Some(abs) = kv.get(key) {
+                let abs = abs.replace('\\', "/");
+                if let Some(name) = abs.rsplit('/').next().filter(|s| !s.is_empty()) {
+                    candidates.push(dir.join(name));
+                }
+            }
+        }
+        let Some(found) = candidates.iter().find(|c| c.is_file()).cloned() else {
+            return Err(self.file.format_err(
+                at,
+                "VHDX parent",
+                "an existing parent file",
+                format!(
+                    "none of: {}",
+                    candidates
+                        .iter()
+                        .map(|c| c.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let parent: Box<dyn BlockDevice> = match super::detect_format(&found)? {
+            super::ImageFormat::Vhdx => {
+                let p = VhdxDisk::open_depth(&found, Access::ReadOnly, depth + 1)?;
+                let linkage = kv.get("parent_linkage").map(|s| {
+                    s.trim_matches(|c| c == '{' || c == '}')
+                        .to_ascii_uppercase()
+                });
+                let dw = p.data_write_guid().to_string();
+                if linkage.as_ref().is_some_and(|l| *l != dw) {
+                    return Err(self.file.format_err(
+                        at,
+                        "VHDX parent_linkage",
+                        format!("the DataWriteGuid of {}: {dw}", found.display()),
+                        linkage.unwrap_or_default(),
+                    ));
+                }
+                Box::new(p)
+            }
+            super::ImageFormat::Vhd => {
+                Box::new(super::vhd::VhdDisk::open(&found, Access::ReadOnly)?)
+            }
+            super::ImageFormat::Raw => {
+                Box::new(super::raw::RawDisk::open(&found, Access::ReadOnly)?)
+            }
+        };
+        self.parent = Some(parent);
+        self.parent_path = Some(found);
+        Ok(())
+    }
+
+    fn read_parent(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match &self.parent {
+            Some(p) => {
+                let avail = p.len().saturating_sub(offset).min(buf.len() as u64) as usize;
+                if avail > 0 {
+                    p.read_at(offset, &mut buf[..avail])?;
+                }
+                buf[avail..].fill(0);
+            }
+            None => buf.fill(0),
+        }
+        Ok(())
+    }
+
+    fn bat_index(&self, block: u64) -> usize {
+        (block + block / self.chunk_ratio) as usize
+    }
+
+    fn read_in_block(&self, block: u64, in_block: u64, buf: &mut [u8]) -> Result<()> {
+        let e = self.bat[self.bat_index(block)];
+        let state = e & 7;
+        let off = (e >> 20) << 20;
+        let at = block * self.block_size + in_block;
+        match state {
+            PAYLOAD_FULLY_PRESENT => self.fread(off + in_block, buf, "VHDX payload block"),
+            PAYLOAD_PARTIALLY_PRESENT => {
+                let chunk = block / self.chunk_ratio;
+                let sb = self.bat[(chunk * (self.chunk_ratio + 1) + self.chunk_ratio) as usize];
+                if sb & 7 != SB_PRESENT {
+                    return Err(self.file.format_err(
+                        self.bat_offset,
+                        format!("VHDX sector bitmap of chunk {chunk}"),
+                        "present for a partially present block",
+                        "not present",
+                    ));
+                }
+                let sb_off = (sb >> 20) << 20;
+                let ss = self.sector_size;
+                let first_sector = (block % self.chunk_ratio) * (self.block_size / ss);
+                let mut pos = 0u64;
+                let len = buf.len() as u64;
+                while pos < len {
+                    let p = in_block + pos;
+                    let sector = first_sector + p / ss;
+                    let mut byte = [0u8; 1];
+                    self.fread(sb_off + sector / 8, &mut byte, "VHDX sector bitmap")?;
+                    let present = byte[0] & (1 << (sector % 8)) != 0;
+                    let n = (ss - p % ss).min(len - pos);
+                    let chunk_buf = &mut buf[pos as usize..(pos + n) as usize];
+                    if present {
+                        self.fread(off + p, chunk_buf, "VHDX payload block")?;
+                    } else {
+                        self.read_parent(block * self.block_size + p, chunk_buf)?;
+                    }
+                    pos += n;
+                }
+                Ok(())
+            }
+            PAYLOAD_NOT_PRESENT if self.has_parent => self.read_parent(at, buf),
+            _ => {
+                buf.fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    fn for_each_block(
+        &self,
+        offset: u64,
+        len: usize,
+        mut f: impl FnMut(u64, u64, usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        let mut pos = 0usize;
+        while pos < len {
+            let at = offset + pos as u64;
+            let in_block = at % self.block_size;
+            let n = ((self.block_size - in_block) as usize).min(len - pos);
+            f(at / self.block_size, in_block, pos, n)?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Gives `block` a fully present payload block at the end of the file,
+    /// holding its current contents; returns the block's file offset.
+    fn allocate(&mut self, block: u64) -> Result<u64> {
+        let mut data = Vec::new();
+        if self.has_parent {
+            data = vec![0u8; self.block_size as usize];
+            self.read_in_block(block, 0, &mut data)?;
+        }
+        let start = self.file.len()?.max(self.file_len).div_ceil(MIB) * MIB;
+        let end = start
+            .checked_add(self.block_size)
+            .filter(|&e| e < (1 << 63))
+            .ok_or_else(|| {
+                self.file.format_err(
+                    start,
+                    "VHDX new payload block",
+                    "an offset below 2^63",
+                    "too large",
+                )
+            })?;
+        self.file.set_len(end)?;
+        if !data.is_empty() {
+            self.file.write(start, &data)?;
+        }
+        self.file_len = end;
+        Ok(start)
+    }
+
+    fn set_bat(&mut self, block: u64, off: u64) -> Result<()> {
+        let idx = self.bat_index(block);
+        let e = off | PAYLOAD_FULLY_PRESENT;
+        self.file
+            .write(self.bat_offset + 8 * idx as u64, &e.to_le_bytes())?;
+        self.bat[idx] = e;
+        Ok(())
+    }
+}
+
+impl BlockDevice for VhdxDisk {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(&self.file.path, self.size, offset, buf.len())?;
+        self.for_each_block(offset, buf.len(), |block, in_block, pos, n| {
+            self.read_in_block(block, in_block, &mut buf[pos..pos + n])
+        })
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
+        check_range(&self.file.path, self.size, offset, buf.len())?;
+        if !self.file.writable {
+            return Err(ResealError::InvalidInput {
+                what: self.file.path.display().to_string(),
+                message: "the image was opened read-only".into(),
+            });
+        }
+        let mut plan = Vec::new();
+        self.for_each_block(offset, buf.len(), |b, i, p, n| {
+            plan.push((b, i, p, n));
+            Ok(())
+        })?;
+        for (block, in_block, pos, n) in plan {
+            let e = self.bat[self.bat_index(block)];
+            let chunk = &buf[pos..pos + n];
+            if e & 7 == PAYLOAD_FULLY_PRESENT {
+                self.file.write(((e >> 20) << 20) + in_block, chunk)?;
+            } else {
+                let start = self.allocate(block)?;
+                self.file.write(start + in_block, chunk)?;
+                self.file.sync()?;
+                self.set_bat(block, start)?;
+                self.file.sync()?;
+            }
+        }
+        if !self.header_bumped {
+            self.file.sync()?;
+            self.write_header(Guid::default())?;
+            self.header_bumped = true;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.sync()
+    }
+}
