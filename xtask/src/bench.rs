@@ -20,6 +20,8 @@ use crate::util::{self, step};
 mod bench_devices;
 #[path = "bench_sid.rs"]
 mod bench_sid;
+#[path = "bench_wim.rs"]
+mod bench_wim;
 
 /// One measured command: median wall time and peak RSS.
 struct Measure {
@@ -154,7 +156,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["hive"] => bench_hive(),
         ["devices"] => bench_devices::bench_devices(),
         ["sid"] => bench_sid::bench_sid(),
-        _ => bail!("usage: cargo xtask bench hive|devices"),
+        ["wim"] => bench_wim::bench_wim(),
+        _ => bail!("usage: cargo xtask bench hive|devices|sid|wim"),
     }
 }
 

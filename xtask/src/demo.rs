@@ -33,7 +33,9 @@ pub fn run() -> Result<()> {
 pub fn build_reseal() -> Result<PathBuf> {
     step("building reseal (release)");
     exec(util::cargo().args(["build", "--release", "--quiet", "-p", "reseal-cli"]))?;
-    let bin = util::root().join("target/release/reseal");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| util::root().join("target"), |d| util::root().join(d));
+    let bin = target.join("release/reseal");
     ensure!(bin.is_file(), "{} was not built", bin.display());
     Ok(bin)
 }

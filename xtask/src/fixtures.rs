@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use reseal_testkit::{
-    SAMPLE_MACHINE_SID, VARIANTS, build_corpus_root, build_wims, build_windows_root,
-    write_sample_software,
+    SAMPLE_MACHINE_SID, VARIANTS, build_corpus_root, build_disk_images, build_wims,
+    build_windows_root, write_sample_software,
 };
 
 /// Writes the sample hive to `testdata/generated/` and the Windows roots to
@@ -39,6 +39,9 @@ pub fn run() -> Result<()> {
             "wrote {} (wimlib-imagex capture of windows-root)",
             w.display()
         );
+    }
+    for d in build_disk_images(&base, &out.join("disk"))? {
+        println!("wrote {} (GPT disk, NTFS with windows-root)", d.display());
     }
     for v in VARIANTS {
         let d = out.join("variants").join(v);

@@ -19,6 +19,7 @@ tasks:
   fixtures     write the generated fixtures (testdata/generated, target/fixtures)
   demo         setup, then show the hive engine at work on a hive it generates
   bench hive   benchmark the hive engine against other readers and writers (not yet)
+  bench wim    benchmark generalizing a WIM against extract + hivexregedit + update
 ";
 
 fn main() -> ExitCode {

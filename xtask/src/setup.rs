@@ -36,6 +36,7 @@ const DEBIAN: &[(&str, &[&str])] = &[
     ("wimlib-imagex", &["wimtools"]),
     ("pkg-config", &["pkg-config"]),
     ("sfdisk", &["fdisk"]),
+    ("mkntfs", &["ntfs-3g"]),
 ];
 
 /// Which file (not a command) comes from which Debian packages: wimlib's

@@ -9,6 +9,7 @@ use clap::Args;
 use reseal::ResealError;
 use reseal::backend::Backend;
 use reseal::backend::dir::DirBackend;
+use reseal::backend::disk::{DiskBackend, is_disk_image_path};
 use reseal::backend::wim::{ImageSelector, WimBackend, generalize_all_images, is_wim_path};
 use reseal::generalize::{generalize, inspect, select_operations};
 use reseal::options::{GeneralizeOptions, Mode, Selection, SidChoice};
@@ -32,6 +33,27 @@ fn open_root(path: &Path) -> Result<DirBackend> {
             ),
         }
         .into()
+    })
+}
+
+/// Whether the command-line path is a disk image file (.vhd, .vhdx, .img,
+/// .raw).
+fn is_disk(path: &Path) -> bool {
+    is_disk_image_path(path) && path.is_file()
+}
+
+/// Opens a disk image given on the command line, read-only. A file that
+/// cannot be read is bad input (exit 2), not an internal error.
+fn open_disk(path: &Path, partition: Option<u32>) -> Result<DiskBackend> {
+    DiskBackend::open(path, partition).map_err(|e| match e {
+        ResealError::Io { action, source, .. } => ResealError::InvalidInput {
+            what: path.display().to_string(),
+            message: format!(
+                "cannot {action} ({source}); expected a disk image (raw, VHD or VHDX) with an NTFS partition holding Windows"
+            ),
+        }
+        .into(),
+        other => other.into(),
     })
 }
 
@@ -88,8 +110,14 @@ impl std::str::FromStr for IndexArg {
 #[derive(Args)]
 pub struct GeneralizeArgs {
     /// The image: a directory holding a Windows root, or a WIM file
-    /// (`.wim`, `.esd`), generalized in place by appending to it.
+    /// (`.wim`, `.esd`), generalized in place by appending to it, or a
+    /// disk image (`.vhd`, `.vhdx`, `.img`, `.raw`; with --dry-run only for
+    /// now).
     path: PathBuf,
+    /// Disk images only: the partition to use (numbered as Linux does, from
+    /// 1); default: the NTFS partition holding Windows.
+    #[arg(long, value_name = "N")]
+    partition: Option<u32>,
     /// WIM only: the image to generalize, by 1-based index or by name, or
     /// `all` (every image, each on its own).
     #[arg(long, value_name = "N|NAME|all")]
@@ -194,6 +222,23 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
         seed: a.seed,
     };
     let is_wim = is_wim_path(&a.path) && a.path.is_file();
+    let is_disk = is_disk(&a.path);
+    if a.partition.is_some() && !is_disk {
+        return Err(ResealError::InvalidInput {
+            what: a.path.display().to_string(),
+            message: "--partition applies to disk images (.vhd, .vhdx, .img, .raw) only".into(),
+        }
+        .into());
+    }
+    if is_disk && !a.dry_run {
+        return Err(ResealError::InvalidInput {
+            what: a.path.display().to_string(),
+            message:
+                "writing disk images is not supported yet; use --dry-run, or apply to a directory holding a Windows root"
+                    .into(),
+        }
+        .into());
+    }
     if !is_wim && (a.index.is_some() || a.output.is_some() || a.rebuild) {
         return Err(ResealError::InvalidInput {
             what: a.path.display().to_string(),
@@ -235,6 +280,8 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
             _ => None,
         };
         Box::new(open_wim(&a.path, index, a.output)?.with_rebuild(a.rebuild))
+    } else if is_disk {
+        Box::new(open_disk(&a.path, a.partition)?)
     } else {
         Box::new(open_root(&a.path)?)
     };
@@ -259,8 +306,13 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
 /// Flags of `reseal inspect`.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The image: a directory holding a Windows root.
+    /// The image: a directory holding a Windows root, or a disk image
+    /// (`.vhd`, `.vhdx`, `.img`, `.raw`), read-only.
     path: PathBuf,
+    /// Disk images only: the partition to use (numbered as Linux does, from
+    /// 1); default: the NTFS partition holding Windows.
+    #[arg(long, value_name = "N")]
+    partition: Option<u32>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -268,8 +320,18 @@ pub struct InspectArgs {
 
 /// Runs `reseal inspect`.
 pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
-    let backend = open_root(&a.path)?;
-    let installs = inspect(&backend)?;
+    let backend: Box<dyn Backend> = if is_disk(&a.path) {
+        Box::new(open_disk(&a.path, a.partition)?)
+    } else if a.partition.is_some() {
+        return Err(ResealError::InvalidInput {
+            what: a.path.display().to_string(),
+            message: "--partition applies to disk images (.vhd, .vhdx, .img, .raw) only".into(),
+        }
+        .into());
+    } else {
+        Box::new(open_root(&a.path)?)
+    };
+    let installs = inspect(backend.as_ref())?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&installs)?)?;

@@ -13,6 +13,9 @@
 //! * [`build_corpus_root`]: the same root with real Windows 10 SYSTEM, SAM
 //!   and SECURITY hives from the shared corpus, copied dirty with their logs.
 
+mod disk_images;
+pub use disk_images::{DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, DISK_SIZE, build_disk_images};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

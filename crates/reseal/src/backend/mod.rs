@@ -6,6 +6,7 @@
 //! compared case-insensitively as NTFS does: `Windows\System32\config\SYSTEM`.
 
 pub mod dir;
+pub mod disk;
 pub mod memory;
 pub mod wim;
 

@@ -23,7 +23,7 @@ pub use partition::{Partition, PartitionDevice, PartitionKind, PartitionScheme, 
 
 /// A virtual disk: a fixed-size array of bytes, read and written at byte
 /// offsets. Reads of ranges the container never allocated give zeros.
-pub trait BlockDevice {
+pub trait BlockDevice: Send {
     /// Size of the virtual disk in bytes.
     fn len(&self) -> u64;
     /// Whether the disk has no bytes at all.

@@ -1,0 +1,561 @@
+//! Disk images (raw, VHD, VHDX) holding an NTFS volume, read-only.
+//!
+//! The image is opened through the block layer ([`crate::disk`]), its
+//! partitions listed, and the NTFS partition holding a Windows install
+//! picked (or the one given). Files are read with the `ntfs` crate; names
+//! are looked up case-insensitively through the volume's `$UpCase` table.
+//! Writing disk images is not supported yet: [`Backend::commit`] refuses
+//! and writes nothing.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use ntfs::indexes::NtfsFileNameIndex;
+use ntfs::structured_values::{NtfsFileNamespace, NtfsVolumeFlags};
+use ntfs::{Ntfs, NtfsFile};
+
+use super::{Backend, DirEntry, FileChange};
+use crate::disk::{Access, BlockDevice, PartitionDevice, list_partitions, open_image};
+use crate::{ResealError, Result};
+
+/// The OEM id of an NTFS boot sector.
+const NTFS_OEM: &[u8; 8] = b"NTFS    ";
+/// The OEM id of a BitLocker-encrypted volume's boot sector.
+const BITLOCKER_OEM: &[u8; 8] = b"-FVE-FS-";
+/// The file whose presence marks the partition holding Windows.
+const SYSTEM_HIVE: &str = "Windows\\System32\\config\\SYSTEM";
+/// Size of the read cache of [`VolumeReader`].
+const CHUNK: u64 = 64 * 1024;
+
+/// `std::io::Read + Seek` over one partition of a disk, with a one-chunk
+/// cache (the `ntfs` crate reads in small pieces).
+struct VolumeReader {
+    dev: PartitionDevice<Box<dyn BlockDevice>>,
+    pos: u64,
+    cache_at: u64,
+    cache: Vec<u8>,
+}
+
+impl VolumeReader {
+    fn new(dev: PartitionDevice<Box<dyn BlockDevice>>) -> Self {
+        VolumeReader {
+            dev,
+            pos: 0,
+            cache_at: 0,
+            cache: Vec::new(),
+        }
+    }
+
+    fn read_sector0(&mut self) -> Result<[u8; 512]> {
+        let mut b = [0u8; 512];
+        if self.dev.len() >= 512 {
+            self.dev.read_at(0, &mut b)?;
+        }
+        Ok(b)
+    }
+}
+
+impl Read for VolumeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let len = self.dev.len();
+        if buf.is_empty() || self.pos >= len {
+            return Ok(0);
+        }
+        let in_cache = self.pos >= self.cache_at
+            && self.pos < self.cache_at + self.cache.len() as u64
+            && !self.cache.is_empty();
+        if !in_cache {
+            let at = self.pos - self.pos % CHUNK;
+            let n = CHUNK.min(len - at) as usize;
+            let mut chunk = vec![0u8; n];
+            self.dev
+                .read_at(at, &mut chunk)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            self.cache = chunk;
+            self.cache_at = at;
+        }
+        let start = (self.pos - self.cache_at) as usize;
+        let n = buf.len().min(self.cache.len() - start);
+        buf[..n].copy_from_slice(&self.cache[start..start + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for VolumeReader {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.dev.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let new = new.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the volume",
+            )
+        })?;
+        self.pos = new;
+        Ok(new)
+    }
+}
+
+/// One opened NTFS volume.
+struct Volume {
+    ntfs: Ntfs,
+    reader: Mutex<VolumeReader>,
+}
+
+/// A read-only backend over an NTFS volume in a disk image.
+pub struct DiskBackend {
+    path: PathBuf,
+    partition: u32,
+    volume: Volume,
+}
+
+impl std::fmt::Debug for DiskBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskBackend")
+            .field("path", &self.path)
+            .field("partition", &self.partition)
+            .finish()
+    }
+}
+
+/// Whether a host path names a disk image by its extension (`.vhd`,
+/// `.vhdx`, `.img`, `.raw`, any case).
+pub fn is_disk_image_path(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["vhd", "vhdx", "img", "raw"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> ResealError {
+    ResealError::InvalidInput {
+        what: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// Runs `f`, turning a panic inside the `ntfs` crate into an error.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(bad(
+            path,
+            "the NTFS volume is malformed (the NTFS reader gave up on it)",
+        ))
+    })
+}
+
+fn split(path: &str) -> Vec<&str> {
+    path.split(['\\', '/'])
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
+}
+
+/// A candidate volume: its number (0 = the whole disk) and extent.
+struct Candidate {
+    number: u32,
+    offset: u64,
+    length: u64,
+}
+
+impl DiskBackend {
+    /// Opens a disk image read-only and picks the NTFS partition holding
+    /// `Windows\System32\config\SYSTEM`, or partition `partition` (numbered
+    /// as Linux does; 0 = a disk without a partition table). Refuses
+    /// BitLocker volumes, NTFS volumes marked dirty, disks with no NTFS
+    /// partition and disks with no Windows install.
+    pub fn open(path: &Path, partition: Option<u32>) -> Result<Self> {
+        let dev = open_image(path, Access::ReadOnly)?;
+        // A bare volume (no partition table): its boot sector also ends in
+        // 0x55AA, so look at its OEM id before reading it as an MBR.
+        let mut sector = [0u8; 512];
+        if dev.len() >= 512 {
+            dev.read_at(0, &mut sector)?;
+        }
+        let bare = [NTFS_OEM, BITLOCKER_OEM].contains(&&sector[3..11].try_into().unwrap_or([0; 8]));
+        let parts = if bare {
+            Vec::new()
+        } else {
+            list_partitions(&*dev, path)?
+        };
+        let cands: Vec<Candidate> = if parts.is_empty() {
+            vec![Candidate {
+                number: 0,
+                offset: 0,
+                length: dev.len(),
+            }]
+        } else {
+            parts
+                .iter()
+                .map(|p| Candidate {
+                    number: p.number,
+                    offset: p.offset,
+                    length: p.length,
+                })
+                .collect()
+        };
+        if let Some(n) = partition {
+            let Some(c) = cands.iter().find(|c| c.number == n) else {
+                let have: Vec<String> = cands.iter().map(|c| c.number.to_string()).collect();
+                return Err(bad(
+                    path,
+                    format!(
+                        "there is no partition {n} (partitions: {}); give one of those to --partition",
+                        have.join(", ")
+                    ),
+                ));
+            };
+            let mut r = VolumeReader::new(PartitionDevice::new(dev, c.offset, c.length)?);
+            let oem = r.read_sector0()?;
+            check_oem(path, n, &oem[3..11])?;
+            let volume = open_volume(path, n, r)?;
+            return Ok(DiskBackend {
+                path: path.to_path_buf(),
+                partition: n,
+                volume,
+            });
+        }
+        let mut dev = Some(dev);
+        let mut bitlocker = Vec::new();
+        let mut ntfs_parts = Vec::new();
+        let mut unreadable = None;
+        for c in &cands {
+            let Some(d) = dev.take() else { break };
+            let mut r = VolumeReader::new(PartitionDevice::new(d, c.offset, c.length)?);
+            let sector = r.read_sector0()?;
+            let oem = &sector[3..11];
+            if oem == BITLOCKER_OEM {
+                bitlocker.push(c.number);
+            } else if oem == NTFS_OEM {
+                ntfs_parts.push(c.number);
+                match Volume::new(path, r) {
+                    Ok(v) => {
+                        if v.lookup_is_file(path, SYSTEM_HIVE) {
+                            v.check_clean(path, c.number)?;
+                            return Ok(DiskBackend {
+                                path: path.to_path_buf(),
+                                partition: c.number,
+                                volume: v,
+                            });
+                        }
+                        dev = Some(v.into_device());
+                        continue;
+                    }
+                    Err((e, d)) => {
+                        // An unreadable NTFS volume: try the others, and
+                        // report it if none holds Windows.
+                        unreadable.get_or_insert(e);
+                        dev = Some(d);
+                        continue;
+                    }
+                }
+            }
+            dev = Some(r.dev.into_inner());
+        }
+        if !bitlocker.is_empty() {
+            return Err(bitlocker_err(path, bitlocker[0]));
+        }
+        if ntfs_parts.is_empty() {
+            return Err(bad(
+                path,
+                "no NTFS partition found (expected a disk with an NTFS partition, MBR type 0x07 or GPT basic data, whose boot sector reads \"NTFS    \")",
+            ));
+        }
+        if let Some(e) = unreadable {
+            return Err(e);
+        }
+        let list: Vec<String> = ntfs_parts.iter().map(|n| n.to_string()).collect();
+        Err(ResealError::NoInstall {
+            root: format!(
+                "{} (NTFS partition(s) {}; no Windows installation: none holds {SYSTEM_HIVE})",
+                path.display(),
+                list.join(", ")
+            ),
+        })
+    }
+
+    /// The partition number opened (0 = the whole disk).
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    fn err(&self, inner: &str, e: impl std::fmt::Display) -> ResealError {
+        ResealError::InvalidInput {
+            what: format!("{}: {inner}", self.path.display()),
+            message: format!("reading the NTFS volume: {e}"),
+        }
+    }
+}
+
+fn check_oem(path: &Path, n: u32, oem: &[u8]) -> Result<()> {
+    if oem == BITLOCKER_OEM {
+        return Err(bitlocker_err(path, n));
+    }
+    if oem != NTFS_OEM {
+        return Err(bad(
+            path,
+            format!(
+                "partition {n} is not NTFS (boot sector OEM id {:?}, expected \"NTFS    \"); give the partition holding Windows to --partition",
+                String::from_utf8_lossy(oem)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn bitlocker_err(path: &Path, n: u32) -> ResealError {
+    bad(
+        path,
+        format!(
+            "partition {n} is encrypted with BitLocker (boot sector OEM id -FVE-FS-); decrypt it in Windows first (manage-bde -off <drive>:, wait until it reports fully decrypted), then run reseal again"
+        ),
+    )
+}
+
+fn open_volume(path: &Path, n: u32, r: VolumeReader) -> Result<Volume> {
+    let v = Volume::new(path, r).map_err(|(e, _)| e)?;
+    v.check_clean(path, n)?;
+    Ok(v)
+}
+
+impl Volume {
+    /// Reads the boot sector, `$UpCase`; on failure gives the device back.
+    #[allow(clippy::result_large_err)]
+    fn new(
+        path: &Path,
+        mut r: VolumeReader,
+    ) -> std::result::Result<Self, (ResealError, Box<dyn BlockDevice>)> {
+        let res = guarded(path, || {
+            let mut ntfs = Ntfs::new(&mut r).map_err(|e| bad(path, format!("NTFS: {e}")))?;
+            ntfs.read_upcase_table(&mut r)
+                .map_err(|e| bad(path, format!("NTFS $UpCase: {e}")))?;
+            Ok(ntfs)
+        });
+        match res {
+            Ok(ntfs) => Ok(Volume {
+                ntfs,
+                reader: Mutex::new(r),
+            }),
+            Err(e) => Err((e, r.dev.into_inner())),
+        }
+    }
+
+    fn into_device(self) -> Box<dyn BlockDevice> {
+        self.reader
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .dev
+            .into_inner()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VolumeReader> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_clean(&self, path: &Path, n: u32) -> Result<()> {
+        let mut r = self.lock();
+        let info = guarded(path, || {
+            self.ntfs
+                .volume_info(&mut *r)
+                .map_err(|e| bad(path, format!("NTFS $Volume: {e}")))
+        })?;
+        if info.flags().contains(NtfsVolumeFlags::IS_DIRTY) {
+            return Err(bad(
+                path,
+                format!(
+                    "the NTFS volume on partition {n} is marked dirty (not cleanly unmounted, or a check is pending); boot it and shut Windows down cleanly, or run chkdsk /f on it, then run reseal again"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn lookup_is_file(&self, path: &Path, inner: &str) -> bool {
+        let mut r = self.lock();
+        guarded(path, || {
+            Ok(matches!(self.find(&mut r, inner), Ok(Some(f)) if !f.is_directory()))
+        })
+        .unwrap_or(false)
+    }
+
+    /// Walks `inner` from the root; `Ok(None)` when a component is missing
+    /// or a non-final component is not a directory.
+    fn find<'n>(
+        &'n self,
+        r: &mut VolumeReader,
+        inner: &str,
+    ) -> std::result::Result<Option<NtfsFile<'n>>, ntfs::NtfsError> {
+        let mut file = self.ntfs.root_directory(r)?;
+        for comp in split(inner) {
+            if !file.is_directory() {
+                return Ok(None);
+            }
+            let next = {
+                let index = file.directory_index(r)?;
+                let mut finder = index.finder();
+                match NtfsFileNameIndex::find(&mut finder, &self.ntfs, r, comp) {
+                    None => return Ok(None),
+                    Some(e) => e?.to_file(&self.ntfs, r)?,
+                }
+            };
+            file = next;
+        }
+        Ok(Some(file))
+    }
+}
+
+/// Length of a file's unnamed data stream (0 when it has none).
+fn data_len(
+    file: &NtfsFile<'_>,
+    r: &mut VolumeReader,
+) -> std::result::Result<u64, ntfs::NtfsError> {
+    match file.data(r, "") {
+        None => Ok(0),
+        Some(item) => {
+            let item = item?;
+            let attr = item.to_attribute()?;
+            Ok(attr.value_length())
+        }
+    }
+}
+
+impl Backend for DiskBackend {
+    fn describe(&self) -> String {
+        if self.partition == 0 {
+            self.path.display().to_string()
+        } else {
+            format!("{} (partition {})", self.path.display(), self.partition)
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<DirEntry>> {
+        let v = &self.volume;
+        let mut r = v.lock();
+        guarded(&self.path, || {
+            let file = v
+                .find(&mut r, dir)
+                .map_err(|e| self.err(dir, e))?
+                .filter(|f| f.is_directory())
+                .ok_or_else(|| ResealError::NotFound {
+                    path: dir.to_string(),
+                })?;
+            let index = file
+                .directory_index(&mut *r)
+                .map_err(|e| self.err(dir, e))?;
+            let mut iter = index.entries();
+            let mut refs = Vec::new();
+            while let Some(entry) = iter.next(&mut *r) {
+                let entry = entry.map_err(|e| self.err(dir, e))?;
+                let Some(key) = entry.key() else { continue };
+                let key = key.map_err(|e| self.err(dir, e))?;
+                if key.namespace() == NtfsFileNamespace::Dos {
+                    continue;
+                }
+                let record = entry.file_reference().file_record_number();
+                // NTFS metadata files ($MFT, ..., $Extend) and the root's "."
+                if record < 16 {
+                    continue;
+                }
+                refs.push((
+                    key.name().to_string_lossy(),
+                    key.is_directory(),
+                    entry.file_reference(),
+                ));
+            }
+            let mut out = Vec::with_capacity(refs.len());
+            for (name, is_dir, fref) in refs {
+                let size = if is_dir {
+                    0
+                } else {
+                    let f = fref
+                        .to_file(&v.ntfs, &mut *r)
+                        .map_err(|e| self.err(dir, e))?;
+                    data_len(&f, &mut r).map_err(|e| self.err(&name, e))?
+                };
+                out.push(DirEntry { name, is_dir, size });
+            }
+            Ok(out)
+        })
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        let v = &self.volume;
+        let mut r = v.lock();
+        guarded(&self.path, || {
+            Ok(matches!(v.find(&mut r, path), Ok(Some(_))))
+        })
+        .unwrap_or(false)
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        let v = &self.volume;
+        let mut r = v.lock();
+        guarded(&self.path, || {
+            Ok(matches!(v.find(&mut r, path), Ok(Some(f)) if f.is_directory()))
+        })
+        .unwrap_or(false)
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>> {
+        self.read_limited(path, u64::MAX)
+    }
+
+    fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
+        self.read_limited(path, len as u64)
+    }
+
+    fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(bad(
+            &self.path,
+            "writing disk images is not supported yet; nothing was written (use --dry-run, or apply to a directory)",
+        ))
+    }
+}
+
+impl DiskBackend {
+    fn read_limited(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let v = &self.volume;
+        let mut r = v.lock();
+        guarded(&self.path, || {
+            let not_found = || ResealError::NotFound {
+                path: path.to_string(),
+            };
+            let file = v
+                .find(&mut r, path)
+                .map_err(|e| self.err(path, e))?
+                .ok_or_else(not_found)?;
+            if file.is_directory() {
+                return Err(bad(
+                    &self.path,
+                    format!("{path}: is a directory, expected a file"),
+                ));
+            }
+            let Some(item) = file.data(&mut *r, "") else {
+                return Ok(Vec::new());
+            };
+            let item = item.map_err(|e| self.err(path, e))?;
+            let attr = item.to_attribute().map_err(|e| self.err(path, e))?;
+            let value = attr.value(&mut *r).map_err(|e| self.err(path, e))?;
+            let want = value.len().min(limit);
+            let mut out = Vec::with_capacity(want.min(64 << 20) as usize);
+            let mut rd = value.attach(&mut *r).take(want);
+            rd.read_to_end(&mut out).map_err(|e| self.err(path, e))?;
+            if (out.len() as u64) < want {
+                return Err(self.err(
+                    path,
+                    format!("the file's data ends after {} of {want} bytes", out.len()),
+                ));
+            }
+            Ok(out)
+        })
+    }
+}
