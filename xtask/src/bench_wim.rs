@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::{Measure, copy, measure, row, runs};
 use crate::demo::build_reseal;
-use crate::util::{self, step};
+use crate::util::{self, output, step};
 
 const IMAGE: &str = "Windows 10 Pro";
 const OPERATIONS: &str = "markers,identities";
@@ -113,21 +113,6 @@ fn make_wim(root: &Path, dir: &Path, label: &str, mb: u64) -> Result<PathBuf> {
     std::fs::remove_dir_all(&tree)?;
     std::fs::write(&stamp, want)?;
     Ok(wim)
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let o = cmd
-        .output()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-    if !o.status.success() {
-        bail!(
-            "{:?} failed ({}): {}",
-            cmd.get_program(),
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// A REGEDIT5 string for a key path or value name.

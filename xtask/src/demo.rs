@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::setup;
-use crate::util::{self, exec, step};
+use crate::util::{self, exec, output, step};
 use reseal_testkit::{self as fixtures, SAMPLE_MACHINE_SID};
 
 /// The SID the demo gives the sample machine.
@@ -38,21 +38,6 @@ pub fn build_reseal() -> Result<PathBuf> {
     let bin = target.join("release/reseal");
     ensure!(bin.is_file(), "{} was not built", bin.display());
     Ok(bin)
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let o = cmd
-        .output()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-    if !o.status.success() {
-        bail!(
-            "{:?} failed ({}): {}",
-            cmd.get_program(),
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// The demonstration itself. Files go to `workdir`.
