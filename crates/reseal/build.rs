@@ -2,6 +2,7 @@
 //! `pkg-config --libs wimlib` when that works; Debian's wimlib.pc names
 //! private requirements (libntfs-3g, fuse) whose .pc files are often not
 //! installed, which makes pkg-config fail, so the fallback is plain `-lwim`.
+//! Also links libntfs-3g (`-lntfs-3g`), which the NTFS writer calls.
 
 use std::process::Command;
 
@@ -28,4 +29,6 @@ fn main() {
     if !linked {
         println!("cargo:rustc-link-lib=wim");
     }
+    // libntfs-3g (Debian ntfs-3g-dev), for writing NTFS volumes.
+    println!("cargo:rustc-link-lib=ntfs-3g");
 }

@@ -5,6 +5,10 @@
 //!   `hivexsh`), libregf (`regfexport`, `regfinfo`), and `xz`.
 //! * wimlib: `libwim-dev` (linked by the `reseal` crate), `wimtools`
 //!   (`wimlib-imagex`, used by the tests) and `pkg-config`.
+//! * NTFS and disk images: `ntfs-3g-dev` (libntfs-3g, linked by the
+//!   `reseal` crate to write NTFS volumes), `ntfs-3g` (mkntfs, ntfscat,
+//!   ntfsfix, ntfssecaudit: fixtures and independent checks), `fdisk`
+//!   (sfdisk) and `qemu-utils` (qemu-img: VHD/VHDX conversion and checks).
 //! * A Python virtual environment in `target/venv` with the Python readers
 //!   regipy and dissect.regf, at pinned versions.
 //! * The rustfmt and clippy components.
@@ -37,11 +41,15 @@ const DEBIAN: &[(&str, &[&str])] = &[
     ("pkg-config", &["pkg-config"]),
     ("sfdisk", &["fdisk"]),
     ("mkntfs", &["ntfs-3g"]),
+    ("qemu-img", &["qemu-utils"]),
 ];
 
 /// Which file (not a command) comes from which Debian packages: wimlib's
 /// header and development library, which the `reseal` crate links against.
-const DEBIAN_FILES: &[(&str, &[&str])] = &[("/usr/include/wimlib.h", &["libwim-dev"])];
+const DEBIAN_FILES: &[(&str, &[&str])] = &[
+    ("/usr/include/wimlib.h", &["libwim-dev"]),
+    ("/usr/include/ntfs-3g/volume.h", &["ntfs-3g-dev"]),
+];
 
 /// The virtual environment's directory.
 pub fn venv_dir() -> PathBuf {

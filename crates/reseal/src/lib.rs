@@ -7,7 +7,8 @@
 //! every touched hive, commit through the backend, and [`report`].
 //!
 //! The registry engine is [`reseal_hive`], re-exported as [`hive`].
-// Only the wimlib bindings (backend::wim::ffi) may use unsafe code.
+// Only the wimlib and libntfs-3g bindings (backend::wim::ffi, ntfs3g::ffi)
+// may use unsafe code.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod generalize;
 pub mod hives;
 pub mod install;
+pub mod ntfs3g;
 pub mod ops;
 pub mod options;
 pub mod preflight;

@@ -9,6 +9,7 @@
 
 pub mod gpt;
 pub mod mbr;
+pub mod overlay;
 pub mod partition;
 pub mod raw;
 pub mod vhd;

@@ -1,0 +1,320 @@
+//! The NTFS writer (libntfs-3g over our block layer) on volumes made by
+//! mkntfs: every change is read back by independent tools (ntfs-3g's
+//! ntfscat/ntfsls/ntfsfix, and the `ntfs` crate through the read-only disk
+//! code), never only by the writer itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use reseal::disk::overlay::OverlayDisk;
+use reseal::disk::raw::RawDisk;
+use reseal::disk::{Access, BlockDevice};
+use reseal::ntfs3g::{FileMetadata, NtfsWriter};
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A fresh NTFS volume image of `mb` MiB, or `None` (with a notice) when
+/// mkntfs is missing.
+fn volume(dir: &Path, mb: u64) -> Option<PathBuf> {
+    if !have("mkntfs") || !have("ntfscat") {
+        eprintln!("SKIP: mkntfs/ntfscat not installed (cargo xtask setup installs ntfs-3g)");
+        return None;
+    }
+    let p = dir.join("vol.img");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(mb << 20).unwrap();
+    let out = Command::new("mkntfs")
+        .args(["-F", "-f", "-q", "-L", "test"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mkntfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(p)
+}
+
+fn ntfscat(img: &Path, path: &str) -> Option<Vec<u8>> {
+    let out = Command::new("ntfscat").arg(img).arg(path).output().unwrap();
+    out.status.success().then_some(out.stdout)
+}
+
+fn ntfsfix_clean(img: &Path) {
+    let out = Command::new("ntfsfix").arg("-n").arg(img).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ntfsfix -n failed: {text}");
+    assert!(
+        !text.contains("corrupt") && !text.contains("FAILED"),
+        "ntfsfix -n: {text}"
+    );
+}
+
+/// `ntfssecaudit -a`: a full audit of the volume's security data.
+fn secaudit_clean(img: &Path) {
+    let out = Command::new("ntfssecaudit")
+        .arg("-a")
+        .arg(img)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ntfssecaudit -a: {text}");
+    assert!(
+        text.contains("No errors were found"),
+        "ntfssecaudit -a: {text}"
+    );
+}
+
+fn sha(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+fn mount(img: &Path) -> NtfsWriter<OverlayDisk<RawDisk>> {
+    let dev = OverlayDisk::new(RawDisk::open(img, Access::ReadWrite).unwrap());
+    NtfsWriter::mount(dev, &img.display().to_string())
+        .map_err(|(e, _)| e)
+        .unwrap()
+}
+
+fn finish(w: NtfsWriter<OverlayDisk<RawDisk>>) {
+    let (res, mut dev) = w.unmount();
+    res.unwrap();
+    dev.persist().unwrap();
+}
+
+#[test]
+fn create_replace_delete_rename_read_back_by_ntfs_3g_tools() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(img) = volume(tmp.path(), 64) else {
+        return;
+    };
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut w = mount(&img);
+    w.write_file("Windows\\System32\\config\\SYSTEM", &big)
+        .unwrap();
+    w.write_file("Windows\\System32\\config\\SOFTWARE", b"small")
+        .unwrap();
+    w.write_file("Windows\\Panther\\unattend.xml", b"<unattend/>")
+        .unwrap();
+    w.write_file("Users\\S-1-5-21-1-2-3-1001\\a.txt", b"profile")
+        .unwrap();
+    w.write_file("gone\\x\\y.bin", b"to delete").unwrap();
+    w.write_file("gone\\z.bin", b"to delete").unwrap();
+    finish(w);
+    ntfsfix_clean(&img);
+    assert_eq!(
+        ntfscat(&img, "/Windows/System32/config/SYSTEM").unwrap(),
+        big
+    );
+    assert_eq!(
+        ntfscat(&img, "/Windows/Panther/unattend.xml").unwrap(),
+        b"<unattend/>"
+    );
+
+    // Second session: same-size replacement, resize, case-insensitive
+    // lookups, rename of a directory, tree delete, truncate.
+    let mut big2 = big.clone();
+    big2[1234] ^= 0xFF;
+    let mut w = mount(&img);
+    w.write_file("windows\\system32\\CONFIG\\system", &big2)
+        .unwrap();
+    w.write_file("Windows\\System32\\config\\SOFTWARE", &big[..100_000])
+        .unwrap();
+    w.rename("Users\\S-1-5-21-1-2-3-1001", "Users\\S-1-5-21-9-9-9-1001")
+        .unwrap();
+    w.delete_tree("GONE").unwrap();
+    w.truncate("Windows\\Panther\\unattend.xml").unwrap();
+    w.delete("does\\not\\exist").unwrap();
+    assert!(w.rename("nothing-here", "elsewhere").is_ok());
+    finish(w);
+    ntfsfix_clean(&img);
+    secaudit_clean(&img);
+    assert_eq!(
+        ntfscat(&img, "/Windows/System32/config/SYSTEM").unwrap(),
+        big2
+    );
+    assert_eq!(
+        ntfscat(&img, "/Windows/System32/config/SOFTWARE").unwrap(),
+        &big[..100_000]
+    );
+    assert_eq!(
+        ntfscat(&img, "/Users/S-1-5-21-9-9-9-1001/a.txt").unwrap(),
+        b"profile"
+    );
+    assert!(ntfscat(&img, "/Users/S-1-5-21-1-2-3-1001/a.txt").is_none());
+    assert!(ntfscat(&img, "/gone/z.bin").is_none());
+    assert_eq!(ntfscat(&img, "/Windows/Panther/unattend.xml").unwrap(), b"");
+    let ls = Command::new("ntfsls").arg(&img).output().unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(!ls.lines().any(|l| l == "gone"), "{ls}");
+}
+
+#[test]
+fn nothing_reaches_the_image_until_persist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(img) = volume(tmp.path(), 32) else {
+        return;
+    };
+    let before = sha(&img);
+    let mut w = mount(&img);
+    w.write_file("a\\b.txt", b"data").unwrap();
+    let (res, dev) = w.unmount();
+    res.unwrap();
+    assert!(dev.dirty_bytes() > 0);
+    drop(dev);
+    assert!(sha(&img) == before, "the image changed without persist()");
+}
+
+/// A descriptor: owner = a machine-local SID, DACL granting it and SYSTEM.
+fn sd_with(sid_sub: [u32; 3], rid: u32) -> Vec<u8> {
+    fn sid(sub: &[u32]) -> Vec<u8> {
+        let mut v = vec![1u8, sub.len() as u8, 0, 0, 0, 0, 0, 5];
+        for s in sub {
+            v.extend_from_slice(&s.to_le_bytes());
+        }
+        v
+    }
+    let owner = sid(&[21, sid_sub[0], sid_sub[1], sid_sub[2], rid]);
+    let system = sid(&[18]);
+    let ace = |s: &[u8]| {
+        let mut a = vec![0u8, 0x03];
+        a.extend_from_slice(&((8 + s.len()) as u16).to_le_bytes());
+        a.extend_from_slice(&0x001F01FFu32.to_le_bytes());
+        a.extend_from_slice(s);
+        a
+    };
+    let (a1, a2) = (ace(&owner), ace(&system));
+    let acl_len = 8 + a1.len() + a2.len();
+    let mut acl = vec![2u8, 0];
+    acl.extend_from_slice(&(acl_len as u16).to_le_bytes());
+    acl.extend_from_slice(&2u16.to_le_bytes());
+    acl.extend_from_slice(&0u16.to_le_bytes());
+    acl.extend(a1);
+    acl.extend(a2);
+    let mut sd = vec![1u8, 0];
+    sd.extend_from_slice(&0x8004u16.to_le_bytes()); // self-relative, DACL present
+    let group = sid(&[32, 544]);
+    let owner_at = 20u32;
+    let group_at = owner_at + owner.len() as u32;
+    let dacl_at = group_at + group.len() as u32;
+    sd.extend_from_slice(&owner_at.to_le_bytes());
+    sd.extend_from_slice(&group_at.to_le_bytes());
+    sd.extend_from_slice(&0u32.to_le_bytes());
+    sd.extend_from_slice(&dacl_at.to_le_bytes());
+    sd.extend(owner);
+    sd.extend(group);
+    sd.extend(acl);
+    sd
+}
+
+#[test]
+fn security_descriptors_are_rewritten_in_secure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(img) = volume(tmp.path(), 32) else {
+        return;
+    };
+    let old = sd_with([111, 222, 333], 1001);
+    let new = sd_with([444, 555, 666], 1001);
+    let other = sd_with([7, 8, 9], 500);
+    let mut w = mount(&img);
+    for i in 0..5 {
+        w.write_file(&format!("d\\f{i}"), b"x").unwrap();
+        w.set_security(&format!("d\\f{i}"), if i < 3 { &old } else { &other })
+            .unwrap();
+    }
+    finish(w);
+    let mut w = mount(&img);
+    let (o, n) = (old.clone(), new.clone());
+    let r = w
+        .rewrite_security(move |sd| (sd == o.as_slice()).then(|| n.clone()))
+        .unwrap();
+    assert_eq!(r.files, 3, "{r:?}");
+    assert_eq!(r.descriptors, 1, "{r:?}");
+    for i in 0..5 {
+        let got = w.security(&format!("d\\f{i}")).unwrap();
+        assert_eq!(got, if i < 3 { new.clone() } else { other.clone() }, "f{i}");
+    }
+    finish(w);
+    ntfsfix_clean(&img);
+    // ntfs-3g's own reader sees the new descriptors through $Secure, and
+    // its full audit finds $SDS, $SDH and $SII consistent.
+    let out = Command::new("ntfssecaudit")
+        .arg(&img)
+        .arg("/d/f0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Windows owner S-1-5-21-444-555-666-1001"),
+        "{text}"
+    );
+    assert!(!text.contains("S-1-5-21-111-222-333"), "{text}");
+    secaudit_clean(&img);
+}
+
+#[test]
+fn metadata_is_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(img) = volume(tmp.path(), 32) else {
+        return;
+    };
+    let sd = sd_with([1, 2, 3], 1000);
+    let mut w = mount(&img);
+    w.write_file("Windows\\System32\\config\\SAM", b"regf...")
+        .unwrap();
+    let meta = FileMetadata {
+        security: Some(sd.clone()),
+        attributes: Some(0x20 | 0x2),
+        times: Some((
+            130_000_000_000_000_000,
+            131_000_000_000_000_000,
+            132_000_000_000_000_000,
+        )),
+        short_name: None,
+        streams: vec![("Zone.Identifier".into(), b"[ZoneTransfer]".to_vec())],
+    };
+    w.set_metadata("Windows\\System32\\config\\SAM", &meta)
+        .unwrap();
+    assert_eq!(w.security("Windows\\System32\\config\\SAM").unwrap(), sd);
+    finish(w);
+    ntfsfix_clean(&img);
+    let out = Command::new("ntfscat")
+        .args(["-a", "0x80", "-n", "Zone.Identifier"])
+        .arg(&img)
+        .arg("/Windows/System32/config/SAM")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"[ZoneTransfer]");
+    assert_eq!(
+        ntfscat(&img, "/Windows/System32/config/SAM").unwrap(),
+        b"regf..."
+    );
+}
+
+#[test]
+fn mount_of_a_non_ntfs_device_fails_cleanly() {
+    let dev = reseal::disk::MemDisk {
+        data: vec![0u8; 4 << 20],
+    };
+    let before = dev.data.clone();
+    let err = NtfsWriter::mount(OverlayDisk::new(dev), "zeros.img").unwrap_err();
+    assert!(err.0.to_string().contains("zeros.img"), "{}", err.0);
+    assert_eq!(err.1.into_inner().data, before);
+    let _ = BlockDevice::len(&reseal::disk::MemDisk::default());
+}
