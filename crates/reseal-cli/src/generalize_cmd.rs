@@ -230,15 +230,6 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
         }
         .into());
     }
-    if is_disk && !a.dry_run {
-        return Err(ResealError::InvalidInput {
-            what: a.path.display().to_string(),
-            message:
-                "writing disk images is not supported yet; use --dry-run, or apply to a directory holding a Windows root"
-                    .into(),
-        }
-        .into());
-    }
     if !is_wim && (a.index.is_some() || a.output.is_some() || a.rebuild) {
         return Err(ResealError::InvalidInput {
             what: a.path.display().to_string(),

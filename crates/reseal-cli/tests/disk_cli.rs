@@ -1,6 +1,6 @@
 //! `reseal inspect` and `reseal generalize --dry-run` on disk images
-//! (raw, VHD, VHDX built by the testkit); a real generalize of a disk image
-//! is refused with exit 2 and the image is left untouched.
+//! (raw, VHD, VHDX built by the testkit) leave the image untouched; a real
+//! generalize of a copy writes it and inspect reads the new SID back.
 
 use std::path::Path;
 use std::process::Command;
@@ -46,15 +46,26 @@ fn inspect_and_dry_run_on_disk_images() {
         let run = reseal(&["generalize", "--dry-run"], img);
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert!(run.stdout.contains("dry run"), "{}", run.stdout);
-        let run = reseal(&["generalize"], img);
-        assert_eq!(run.code, 2, "{}", run.stderr);
+        // A real run on a copy: exit 0, the copy changed, and its new
+        // machine SID is what inspect reads back.
+        let copy = tmp.path().join(format!(
+            "copy-{}",
+            img.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::copy(img, &copy).unwrap();
+        let new_sid = "S-1-5-21-1111111111-2222222222-3333333333";
+        let run = reseal(&["generalize", "--sid", new_sid], &copy);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
         assert!(
-            run.stderr.contains(
-                "writing disk images is not supported yet; use --dry-run, or apply to a directory"
-            ),
-            "{}",
-            run.stderr
+            std::fs::read(&copy).unwrap() != before,
+            "{} unchanged",
+            copy.display()
         );
+        let run = reseal(&["inspect"], &copy);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stdout.contains(new_sid), "{}", run.stdout);
+        assert!(!run.stdout.contains(SAMPLE_MACHINE_SID), "{}", run.stdout);
+        std::fs::remove_file(&copy).unwrap();
         let run = reseal(&["inspect", "--partition", "2"], img);
         assert_eq!(run.code, 2, "{}", run.stderr);
         assert!(run.stderr.contains("no partition 2"), "{}", run.stderr);

@@ -12,6 +12,7 @@ use crate::options::{GeneralizeOptions, Selection};
 use crate::preflight::{Severity, preflight};
 use crate::report::{InstallReport, Outcome, REPORT_SCHEMA_VERSION, RunReport};
 use crate::unattend::Unattend;
+use reseal_hive::Sid;
 
 /// Chooses the operations to run from the selection flags. Unknown names
 /// are an error that lists the known ones.
@@ -135,6 +136,13 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
         report.outcome = Outcome::Done;
     }
     if !options.dry_run && !changes.is_empty() {
+        for i in &report.installs {
+            if let Some(s) = &i.sid {
+                if let (Ok(old), Ok(new)) = (s.old.parse::<Sid>(), s.new.parse::<Sid>()) {
+                    backend.rewrite_file_security(&old, &new);
+                }
+            }
+        }
         backend.commit(&changes)?;
         for i in &mut report.installs {
             if i.files_changed == 0 {

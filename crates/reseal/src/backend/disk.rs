@@ -1,11 +1,15 @@
-//! Disk images (raw, VHD, VHDX) holding an NTFS volume, read-only.
+//! Disk images (raw, VHD, VHDX) holding an NTFS volume.
 //!
 //! The image is opened through the block layer ([`crate::disk`]), its
 //! partitions listed, and the NTFS partition holding a Windows install
 //! picked (or the one given). Files are read with the `ntfs` crate; names
 //! are looked up case-insensitively through the volume's `$UpCase` table.
-//! Writing disk images is not supported yet: [`Backend::commit`] refuses
-//! and writes nothing.
+//! [`Backend::commit`] writes through libntfs-3g ([`crate::ntfs3g`]) on a
+//! copy-on-write layer, reads every change back with the `ntfs` crate and
+//! only then writes the changed sectors into the image: on any error
+//! before that last step the image file is untouched. A machine SID
+//! change also rewrites the file and directory security descriptors that
+//! name it ([`Backend::rewrite_file_security`]).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -17,7 +21,12 @@ use ntfs::structured_values::{NtfsFileNamespace, NtfsVolumeFlags};
 use ntfs::{Ntfs, NtfsFile};
 
 use super::{Backend, DirEntry, FileChange};
+use crate::disk::overlay::OverlayDisk;
 use crate::disk::{Access, BlockDevice, PartitionDevice, list_partitions, open_image};
+use crate::ntfs3g::{NtfsWriter, SecurityRewrite};
+use reseal_hive::Sid;
+
+mod write;
 use crate::{ResealError, Result};
 
 /// The OEM id of an NTFS boot sector.
@@ -31,15 +40,18 @@ const CHUNK: u64 = 64 * 1024;
 
 /// `std::io::Read + Seek` over one partition of a disk, with a one-chunk
 /// cache (the `ntfs` crate reads in small pieces).
-struct VolumeReader {
-    dev: PartitionDevice<Box<dyn BlockDevice>>,
+struct VolumeReader<D = Part> {
+    dev: D,
     pos: u64,
     cache_at: u64,
     cache: Vec<u8>,
 }
 
-impl VolumeReader {
-    fn new(dev: PartitionDevice<Box<dyn BlockDevice>>) -> Self {
+/// A partition of an opened image.
+type Part = PartitionDevice<Box<dyn BlockDevice>>;
+
+impl<D: BlockDevice> VolumeReader<D> {
+    fn new(dev: D) -> Self {
         VolumeReader {
             dev,
             pos: 0,
@@ -57,7 +69,7 @@ impl VolumeReader {
     }
 }
 
-impl Read for VolumeReader {
+impl<D: BlockDevice> Read for VolumeReader<D> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let len = self.dev.len();
         if buf.is_empty() || self.pos >= len {
@@ -84,7 +96,7 @@ impl Read for VolumeReader {
     }
 }
 
-impl Seek for VolumeReader {
+impl<D: BlockDevice> Seek for VolumeReader<D> {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
         let new = match to {
             SeekFrom::Start(n) => Some(n),
@@ -102,17 +114,72 @@ impl Seek for VolumeReader {
     }
 }
 
+impl DiskBackend {
+    /// Applies `changes` through libntfs-3g on a copy-on-write layer,
+    /// reads every change back with the `ntfs` crate, and only then writes
+    /// the changed sectors into the image.
+    fn write(&mut self, changes: &[FileChange]) -> Result<Option<SecurityRewrite>> {
+        let disk = open_image(&self.path, Access::ReadWrite)?;
+        let part = PartitionDevice::new(disk, self.extent.0, self.extent.1)?;
+        let label = self.describe();
+        let mut w = NtfsWriter::mount(OverlayDisk::new(part), &label).map_err(|(e, _)| e)?;
+        let applied = write::apply(&mut w, changes, self.file_security.as_ref());
+        let (unmounted, overlay) = w.unmount();
+        let security = applied?;
+        unmounted?;
+        let vol = Volume::new(&self.path, VolumeReader::new(overlay)).map_err(|(e, _)| e)?;
+        {
+            let mut r = vol.lock();
+            guarded(&self.path, || {
+                write::verify(changes, |p| {
+                    let f = vol.find(&mut r, p).map_err(|e| self.err(p, e))?;
+                    let Some(f) = f else { return Ok(None) };
+                    if f.is_directory() {
+                        return Ok(Some(None));
+                    }
+                    let Some(item) = f.data(&mut *r, "") else {
+                        return Ok(Some(Some(Vec::new())));
+                    };
+                    let item = item.map_err(|e| self.err(p, e))?;
+                    let attr = item.to_attribute().map_err(|e| self.err(p, e))?;
+                    let value = attr.value(&mut *r).map_err(|e| self.err(p, e))?;
+                    let mut out = Vec::new();
+                    value
+                        .attach(&mut *r)
+                        .read_to_end(&mut out)
+                        .map_err(|e| self.err(p, e))?;
+                    Ok(Some(Some(out)))
+                })
+                .map_err(|m| ResealError::CommitFailed {
+                    path: label.clone(),
+                    action: "read the written volume back",
+                    message: m,
+                })
+            })?;
+        }
+        let mut overlay = vol.into_device();
+        overlay.persist()?;
+        Ok(security)
+    }
+}
+
 /// One opened NTFS volume.
-struct Volume {
+struct Volume<D = Part> {
     ntfs: Ntfs,
-    reader: Mutex<VolumeReader>,
+    reader: Mutex<VolumeReader<D>>,
 }
 
 /// A read-only backend over an NTFS volume in a disk image.
 pub struct DiskBackend {
     path: PathBuf,
     partition: u32,
+    /// Byte offset and length of the partition in the virtual disk.
+    extent: (u64, u64),
     volume: Volume,
+    /// Machine SID rewrite to apply to file security at the next commit.
+    file_security: Option<(Sid, Sid)>,
+    /// What the last commit did to file security.
+    last_security: Option<SecurityRewrite>,
 }
 
 impl std::fmt::Debug for DiskBackend {
@@ -218,7 +285,10 @@ impl DiskBackend {
             return Ok(DiskBackend {
                 path: path.to_path_buf(),
                 partition: n,
+                extent: (c.offset, c.length),
                 volume,
+                file_security: None,
+                last_security: None,
             });
         }
         let mut dev = Some(dev);
@@ -241,17 +311,20 @@ impl DiskBackend {
                             return Ok(DiskBackend {
                                 path: path.to_path_buf(),
                                 partition: c.number,
+                                extent: (c.offset, c.length),
                                 volume: v,
+                                file_security: None,
+                                last_security: None,
                             });
                         }
-                        dev = Some(v.into_device());
+                        dev = Some(v.into_device().into_inner());
                         continue;
                     }
                     Err((e, d)) => {
                         // An unreadable NTFS volume: try the others, and
                         // report it if none holds Windows.
                         unreadable.get_or_insert(e);
-                        dev = Some(d);
+                        dev = Some(d.into_inner());
                         continue;
                     }
                 }
@@ -324,13 +397,10 @@ fn open_volume(path: &Path, n: u32, r: VolumeReader) -> Result<Volume> {
     Ok(v)
 }
 
-impl Volume {
+impl<D: BlockDevice> Volume<D> {
     /// Reads the boot sector, `$UpCase`; on failure gives the device back.
     #[allow(clippy::result_large_err)]
-    fn new(
-        path: &Path,
-        mut r: VolumeReader,
-    ) -> std::result::Result<Self, (ResealError, Box<dyn BlockDevice>)> {
+    fn new(path: &Path, mut r: VolumeReader<D>) -> std::result::Result<Self, (ResealError, D)> {
         let res = guarded(path, || {
             let mut ntfs = Ntfs::new(&mut r).map_err(|e| bad(path, format!("NTFS: {e}")))?;
             ntfs.read_upcase_table(&mut r)
@@ -342,19 +412,18 @@ impl Volume {
                 ntfs,
                 reader: Mutex::new(r),
             }),
-            Err(e) => Err((e, r.dev.into_inner())),
+            Err(e) => Err((e, r.dev)),
         }
     }
 
-    fn into_device(self) -> Box<dyn BlockDevice> {
+    fn into_device(self) -> D {
         self.reader
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
             .dev
-            .into_inner()
     }
 
-    fn lock(&self) -> MutexGuard<'_, VolumeReader> {
+    fn lock(&self) -> MutexGuard<'_, VolumeReader<D>> {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -388,7 +457,7 @@ impl Volume {
     /// or a non-final component is not a directory.
     fn find<'n>(
         &'n self,
-        r: &mut VolumeReader,
+        r: &mut VolumeReader<D>,
         inner: &str,
     ) -> std::result::Result<Option<NtfsFile<'n>>, ntfs::NtfsError> {
         let mut file = self.ntfs.root_directory(r)?;
@@ -411,9 +480,9 @@ impl Volume {
 }
 
 /// Length of a file's unnamed data stream (0 when it has none).
-fn data_len(
+fn data_len<D: BlockDevice>(
     file: &NtfsFile<'_>,
-    r: &mut VolumeReader,
+    r: &mut VolumeReader<D>,
 ) -> std::result::Result<u64, ntfs::NtfsError> {
     match file.data(r, "") {
         None => Ok(0),
@@ -511,13 +580,33 @@ impl Backend for DiskBackend {
     }
 
     fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
-        if changes.is_empty() {
+        if changes.is_empty() && self.file_security.is_none() {
             return Ok(());
         }
-        Err(bad(
-            &self.path,
-            "writing disk images is not supported yet; nothing was written (use --dry-run, or apply to a directory)",
-        ))
+        let result = self.write(changes);
+        // Reopen either way: on failure nothing reached the file and this
+        // drops nothing; on success it reads what was written.
+        let fresh = DiskBackend::open(&self.path, Some(self.partition))?;
+        self.volume = fresh.volume;
+        self.file_security = None;
+        self.last_security = result?;
+        Ok(())
+    }
+
+    fn rewrite_file_security(&mut self, old: &Sid, new: &Sid) -> bool {
+        self.file_security = Some((old.clone(), new.clone()));
+        true
+    }
+
+    fn commit_caveats(&self, sid_changed: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (true, Some(s)) = (sid_changed, &self.last_security) {
+            out.push(format!(
+                "file security: {} of {} files and directories named the old machine SID in {} distinct descriptor(s) and now name the new one; the old descriptors stay in $Secure, unreferenced (NTFS never removes $SDS entries)",
+                s.files, s.examined, s.descriptors
+            ));
+        }
+        out
     }
 }
 

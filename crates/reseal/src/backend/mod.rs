@@ -13,6 +13,7 @@ pub mod wim;
 use serde::Serialize;
 
 use crate::error::Result;
+use reseal_hive::Sid;
 
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,6 +106,15 @@ pub trait Backend: Send + Sync {
     /// Applies every change or none: on any failure the image is left as it
     /// was before the call.
     fn commit(&mut self, changes: &[FileChange]) -> Result<()>;
+    /// Asks the next [`commit`](Backend::commit) to also rewrite the file
+    /// and directory security descriptors that name the machine SID `old`
+    /// (or an account under it) so they name `new`, in the same
+    /// all-or-nothing step. Returns whether this backend can; the default
+    /// cannot, and the run report then says file ACLs were not rewritten.
+    fn rewrite_file_security(&mut self, old: &Sid, new: &Sid) -> bool {
+        let _ = (old, new);
+        false
+    }
     /// What the last successful [`commit`](Backend::commit) could not keep
     /// (metadata the backend cannot carry over), one sentence each, for the
     /// run report. `sid_changed`: the run rewrote the machine SID. Default:

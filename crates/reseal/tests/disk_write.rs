@@ -1,0 +1,282 @@
+//! Generalizing disk images (raw, VHD, VHDX fixtures built by the testkit)
+//! in place, checked by tools that are not ours: `qemu-img check` (VHDX)
+//! and `qemu-img convert`, `ntfsfix -n`, `ntfssecaudit -a` (the `$Secure`
+//! audit), `ntfscat` to extract the hives, and hivexregedit and regfexport
+//! to read them. File ACLs that named the old machine SID name the new
+//! one; a second run plans nothing; a failure before the write leaves the
+//! image byte-identical.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use reseal::backend::Backend;
+use reseal::backend::disk::DiskBackend;
+use reseal::disk::overlay::OverlayDisk;
+use reseal::disk::{Access, PartitionDevice, open_image};
+use reseal::generalize::{generalize, inspect};
+use reseal::ntfs3g::NtfsWriter;
+use reseal::options::{GeneralizeOptions, SidChoice};
+use reseal_testkit::{
+    DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, SAMPLE_MACHINE_SID, build_disk_images,
+    build_windows_root,
+};
+
+const NEW_SID: &str = "S-1-5-21-1111111111-2222222222-3333333333";
+
+struct Fixtures {
+    _tmp: tempfile::TempDir,
+    images: Vec<PathBuf>,
+}
+
+fn fixtures() -> Option<&'static Fixtures> {
+    static F: OnceLock<Option<Fixtures>> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        build_windows_root(&root, None).unwrap();
+        let images = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
+        if images.is_empty() || !have("ntfssecaudit") || !have("hivexregedit") {
+            println!("SKIPPED: disk image tools missing (cargo xtask setup)");
+            return None;
+        }
+        Some(Fixtures { _tmp: tmp, images })
+    })
+    .as_ref()
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd} {args:?}: {text}");
+    text
+}
+
+/// A copy of a fixture image in `dir`.
+fn copy(src: &Path, dir: &Path) -> PathBuf {
+    let dst = dir.join(src.file_name().unwrap());
+    std::fs::copy(src, &dst).unwrap();
+    dst
+}
+
+/// Owner = the machine's account RID 1001, DACL granting it full access.
+fn sd_for(domain: &str, rid: u32) -> Vec<u8> {
+    let subs: Vec<u32> = domain
+        .trim_start_matches("S-1-5-")
+        .split('-')
+        .map(|x| x.parse().unwrap())
+        .chain([rid])
+        .collect();
+    let mut owner = vec![1u8, subs.len() as u8, 0, 0, 0, 0, 0, 5];
+    for s in &subs {
+        owner.extend_from_slice(&s.to_le_bytes());
+    }
+    let group = vec![1u8, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
+    let mut ace = vec![0u8, 0x03];
+    ace.extend_from_slice(&((8 + owner.len()) as u16).to_le_bytes());
+    ace.extend_from_slice(&0x001F01FFu32.to_le_bytes());
+    ace.extend_from_slice(&owner);
+    let mut acl = vec![2u8, 0];
+    acl.extend_from_slice(&((8 + ace.len()) as u16).to_le_bytes());
+    acl.extend_from_slice(&1u16.to_le_bytes());
+    acl.extend_from_slice(&0u16.to_le_bytes());
+    acl.extend(ace);
+    let mut sd = vec![1u8, 0, 0x04, 0x80];
+    let o = 20u32;
+    let g = o + owner.len() as u32;
+    let d = g + group.len() as u32;
+    for x in [o, g, 0, d] {
+        sd.extend_from_slice(&x.to_le_bytes());
+    }
+    sd.extend(owner);
+    sd.extend(group);
+    sd.extend(acl);
+    sd
+}
+
+/// Gives a file of the image a descriptor naming the old machine SID.
+fn seed_acl(img: &Path, path: &str) {
+    let disk = open_image(img, Access::ReadWrite).unwrap();
+    let part = PartitionDevice::new(disk, DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE).unwrap();
+    let mut w = NtfsWriter::mount(OverlayDisk::new(part), "seed")
+        .map_err(|(e, _)| e)
+        .unwrap();
+    w.set_security(path, &sd_for(SAMPLE_MACHINE_SID, 1001))
+        .unwrap();
+    let (res, mut dev) = w.unmount();
+    res.unwrap();
+    dev.persist().unwrap();
+}
+
+/// The NTFS partition of `img` as a file of its own (through qemu-img, not
+/// our block layer).
+fn partition_file(img: &Path, dir: &Path) -> PathBuf {
+    let raw = dir.join("converted.raw");
+    run(
+        "qemu-img",
+        &[
+            "convert".as_ref(),
+            "-O".as_ref(),
+            "raw".as_ref(),
+            img.as_os_str(),
+            raw.as_os_str(),
+        ],
+    );
+    let all = std::fs::read(&raw).unwrap();
+    let part = dir.join("partition.ntfs");
+    let (a, n) = (DISK_PARTITION_OFFSET as usize, DISK_PARTITION_SIZE as usize);
+    std::fs::write(&part, &all[a..a + n]).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    part
+}
+
+fn options() -> GeneralizeOptions {
+    GeneralizeOptions {
+        sid: SidChoice::Given(NEW_SID.into()),
+        seed: Some(7),
+        ..GeneralizeOptions::default()
+    }
+}
+
+#[test]
+fn generalize_raw_vhd_vhdx_in_place() {
+    let Some(f) = fixtures() else { return };
+    for src in &f.images {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = copy(src, tmp.path());
+        let ext = img.extension().unwrap().to_string_lossy().to_string();
+        let acl_file = "Windows\\System32\\config\\SAM";
+        seed_acl(&img, acl_file);
+
+        let mut b = DiskBackend::open(&img, None).unwrap();
+        let report = generalize(&mut b, &options()).unwrap();
+        assert_eq!(format!("{:?}", report.outcome), "Done", "{ext}");
+        let caveats: Vec<&str> = report.installs[0]
+            .not_done
+            .iter()
+            .map(|n| n.message.as_str())
+            .collect();
+        assert!(
+            caveats
+                .iter()
+                .any(|c| c.starts_with("file security: ") && !c.starts_with("file security: 0 ")),
+            "{ext}: {caveats:?}"
+        );
+        // Our reader (the ntfs crate) sees the new SID, and a second run
+        // plans nothing.
+        let b = DiskBackend::open(&img, None).unwrap();
+        let installs = inspect(&b).unwrap();
+        assert_eq!(
+            installs[0].description.machine_sid.as_deref(),
+            Some(NEW_SID),
+            "{ext}"
+        );
+        let mut b = b;
+        let again = generalize(
+            &mut b,
+            &GeneralizeOptions {
+                dry_run: true,
+                ..options()
+            },
+        )
+        .unwrap();
+        let edits: usize = again.installs.iter().map(|i| i.edits.len()).sum();
+        assert_eq!(
+            edits, 0,
+            "{ext}: second run plans {:?}",
+            again.installs[0].edits
+        );
+
+        // The container, checked by qemu-img.
+        if ext == "vhdx" {
+            run("qemu-img", &["check".as_ref(), img.as_os_str()]);
+        }
+        let info = run("qemu-img", &["info".as_ref(), img.as_os_str()]);
+        assert!(info.contains("virtual size"), "{info}");
+
+        // The volume, checked by ntfs-3g's tools.
+        let part = partition_file(&img, tmp.path());
+        let fix = run("ntfsfix", &["-n".as_ref(), part.as_os_str()]);
+        assert!(!fix.contains("corrupt"), "{ext}: ntfsfix -n: {fix}");
+        let audit = run("ntfssecaudit", &["-a".as_ref(), part.as_os_str()]);
+        assert!(audit.contains("No errors were found"), "{ext}: {audit}");
+        let sam_acl = run(
+            "ntfssecaudit",
+            &[part.as_os_str(), "/Windows/System32/config/SAM".as_ref()],
+        );
+        assert!(
+            sam_acl.contains(&format!("Windows owner {NEW_SID}-1001")),
+            "{ext}: {sam_acl}"
+        );
+        assert!(!sam_acl.contains(SAMPLE_MACHINE_SID), "{ext}: {sam_acl}");
+
+        // The hives, extracted by ntfscat and read by hivex and libregf.
+        for hive in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY"] {
+            let out = Command::new("ntfscat")
+                .arg(&part)
+                .arg(format!("/Windows/System32/config/{hive}"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{ext}: ntfscat {hive}");
+            let h = tmp.path().join(hive);
+            std::fs::write(&h, &out.stdout).unwrap();
+            assert_eq!(&out.stdout[..4], b"regf", "{ext} {hive}");
+            let export = run(
+                "hivexregedit",
+                &["--export".as_ref(), h.as_os_str(), "\\".as_ref()],
+            );
+            assert!(
+                !export.contains(SAMPLE_MACHINE_SID),
+                "{ext} {hive}: old SID in hivex export"
+            );
+            if have("regfexport") {
+                run("regfexport", &[h.as_os_str()]);
+            }
+        }
+    }
+}
+
+#[test]
+fn failure_before_the_write_leaves_the_image_untouched() {
+    let Some(f) = fixtures() else { return };
+    for src in &f.images {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = copy(src, tmp.path());
+        let before = std::fs::read(&img).unwrap();
+        let mut b = DiskBackend::open(&img, None).unwrap();
+        // Renaming onto an existing file fails inside the NTFS session,
+        // after earlier changes in the same commit were applied there.
+        let err = b
+            .commit(&[
+                reseal::backend::FileChange::Write {
+                    path: "Windows\\System32\\config\\SYSTEM".into(),
+                    data: b"regf-not-really".to_vec(),
+                },
+                reseal::backend::FileChange::Rename {
+                    from: "Windows\\System32\\config\\SAM".into(),
+                    to: "Windows\\System32\\config\\SECURITY".into(),
+                },
+            ])
+            .unwrap_err();
+        assert!(err.to_string().contains("destination exists"), "{err}");
+        assert!(
+            std::fs::read(&img).unwrap() == before,
+            "{} changed",
+            img.display()
+        );
+        // The backend still reads the original.
+        assert_eq!(
+            b.read_head("Windows\\System32\\config\\SYSTEM", 4).unwrap(),
+            b"regf"
+        );
+    }
+}
