@@ -86,18 +86,27 @@ fn splice(part: &Path, disk: &Path, offset: u64) -> Result<()> {
     Ok(())
 }
 
-/// Builds `windows.raw` (GPT, one 200 MiB NTFS basic-data partition at
-/// 1 MiB holding `root` laid down by `wimlib-imagex apply`, security
-/// descriptors kept), `windows.vhd` (dynamic) and `windows.vhdx` in `dest`,
-/// and returns their paths in that order. Needs `sfdisk`, `mkntfs`,
-/// `wimlib-imagex` (built with NTFS-3G support) and `qemu-img`; when one is
-/// missing, prints a notice and returns an empty list.
-pub fn build_disk_images(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
-    ensure!(
-        root.join("Windows/System32/config/SYSTEM").is_file(),
-        "{}: not a Windows root",
-        root.display()
-    );
+/// `qemu-img convert` of a raw image to `format` (with `-o options`).
+fn convert(raw: &Path, out: &Path, format: &str, options: Option<&str>) -> Result<()> {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "convert".as_ref(),
+        "-f".as_ref(),
+        "raw".as_ref(),
+        "-O".as_ref(),
+        format.as_ref(),
+    ];
+    if let Some(o) = options {
+        args.push("-o".as_ref());
+        args.push(o.as_ref());
+    }
+    args.push(raw.as_os_str());
+    args.push(out.as_os_str());
+    run("qemu-img", &args, None)
+}
+
+/// Whether every tool the disk fixtures need is installed; prints a notice
+/// naming the missing ones otherwise.
+fn tools_present() -> bool {
     let missing: Vec<&str> = ["sfdisk", "mkntfs", "wimlib-imagex", "qemu-img"]
         .into_iter()
         .filter(|c| !have(c))
@@ -107,28 +116,21 @@ pub fn build_disk_images(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
             "notice: skipping disk image fixtures: {} not found (cargo xtask setup)",
             missing.join(", ")
         );
-        return Ok(Vec::new());
     }
-    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let wim = dest.join("windows-root.wim");
-    let part = dest.join("partition.ntfs");
-    let raw = dest.join("windows.raw");
-    let vhd = dest.join("windows.vhd");
-    let vhdx = dest.join("windows.vhdx");
-    for p in [&wim, &part, &raw, &vhd, &vhdx] {
-        let _ = fs::remove_file(p);
-    }
+    missing.is_empty()
+}
+
+/// Captures `root` into `wim` (nothing excluded).
+fn capture(root: &Path, wim: &Path, scratch: &Path) -> Result<()> {
     // An empty capture configuration: wimlib's default one leaves out
     // pagefile.sys, swapfile.sys, $Recycle.Bin and others, which the
     // synthetic root has on purpose.
-    let config = dest.join("capture-config.txt");
+    let config = scratch.join("capture-config.txt");
     fs::write(&config, "[ExclusionList]\n")
         .with_context(|| format!("writing {}", config.display()))?;
-    let config_arg = {
-        let mut a = std::ffi::OsString::from("--config=");
-        a.push(&config);
-        a
-    };
+    let mut config_arg = std::ffi::OsString::from("--config=");
+    config_arg.push(&config);
+    let _ = fs::remove_file(wim);
     run(
         "wimlib-imagex",
         &[
@@ -141,14 +143,27 @@ pub fn build_disk_images(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
         None,
     )?;
     let _ = fs::remove_file(&config);
-    let f = fs::File::create(&raw).with_context(|| format!("creating {}", raw.display()))?;
-    f.set_len(DISK_SIZE).context("sizing the disk image")?;
+    Ok(())
+}
+
+/// Makes `raw` a GPT disk with one 200 MiB NTFS partition per root (the
+/// first at 1 MiB, the next right after), each holding its root laid down
+/// by `wimlib-imagex apply`.
+fn gpt_disk_with_installs(roots: &[&Path], raw: &Path, scratch: &Path) -> Result<()> {
+    let n = roots.len() as u64;
+    let f = fs::File::create(raw).with_context(|| format!("creating {}", raw.display()))?;
+    f.set_len(DISK_PARTITION_OFFSET + n * DISK_PARTITION_SIZE + (1 << 20))
+        .context("sizing the disk image")?;
     drop(f);
-    let script = format!(
-        "label: gpt\nstart={}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=\"Windows\"\n",
-        DISK_PARTITION_OFFSET / 512,
-        DISK_PARTITION_SIZE / 512
-    );
+    let mut script = String::from("label: gpt\n");
+    for i in 0..n {
+        script.push_str(&format!(
+            "start={}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=\"Windows{}\"\n",
+            (DISK_PARTITION_OFFSET + i * DISK_PARTITION_SIZE) / 512,
+            DISK_PARTITION_SIZE / 512,
+            i + 1
+        ));
+    }
     run(
         "sfdisk",
         &[
@@ -159,65 +174,90 @@ pub fn build_disk_images(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
         ],
         Some(&script),
     )?;
-    let f = fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
-    f.set_len(DISK_PARTITION_SIZE)
-        .context("sizing the partition image")?;
-    drop(f);
-    let hidden = (DISK_PARTITION_OFFSET / 512).to_string();
-    run(
-        "mkntfs",
-        &[
-            "-F".as_ref(),
-            "-Q".as_ref(),
-            "-q".as_ref(),
-            "-L".as_ref(),
-            "Windows".as_ref(),
-            "-p".as_ref(),
-            hidden.as_ref(),
-            part.as_os_str(),
-        ],
-        None,
-    )?;
-    run(
-        "wimlib-imagex",
-        &[
-            "apply".as_ref(),
-            wim.as_os_str(),
-            "1".as_ref(),
-            part.as_os_str(),
-        ],
-        None,
-    )?;
-    splice(&part, &raw, DISK_PARTITION_OFFSET)?;
+    let wim = scratch.join("windows-root.wim");
+    let part = scratch.join("partition.ntfs");
+    for (i, root) in roots.iter().enumerate() {
+        let offset = DISK_PARTITION_OFFSET + i as u64 * DISK_PARTITION_SIZE;
+        capture(root, &wim, scratch)?;
+        let _ = fs::remove_file(&part);
+        let f = fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+        f.set_len(DISK_PARTITION_SIZE)
+            .context("sizing the partition image")?;
+        drop(f);
+        let hidden = (offset / 512).to_string();
+        run(
+            "mkntfs",
+            &[
+                "-F".as_ref(),
+                "-Q".as_ref(),
+                "-q".as_ref(),
+                "-L".as_ref(),
+                "Windows".as_ref(),
+                "-p".as_ref(),
+                hidden.as_ref(),
+                part.as_os_str(),
+            ],
+            None,
+        )?;
+        run(
+            "wimlib-imagex",
+            &[
+                "apply".as_ref(),
+                wim.as_os_str(),
+                "1".as_ref(),
+                part.as_os_str(),
+            ],
+            None,
+        )?;
+        splice(&part, raw, offset)?;
+    }
     let _ = fs::remove_file(&part);
     let _ = fs::remove_file(&wim);
-    run(
-        "qemu-img",
-        &[
-            "convert".as_ref(),
-            "-f".as_ref(),
-            "raw".as_ref(),
-            "-O".as_ref(),
-            "vpc".as_ref(),
-            "-o".as_ref(),
-            "subformat=dynamic,force_size=on".as_ref(),
-            raw.as_os_str(),
-            vhd.as_os_str(),
-        ],
-        None,
-    )?;
-    run(
-        "qemu-img",
-        &[
-            "convert".as_ref(),
-            "-f".as_ref(),
-            "raw".as_ref(),
-            "-O".as_ref(),
-            "vhdx".as_ref(),
-            raw.as_os_str(),
-            vhdx.as_os_str(),
-        ],
-        None,
-    )?;
+    Ok(())
+}
+
+/// Builds `two-installs.vhdx` in `dest`: a GPT disk with two NTFS
+/// partitions (1 and 2), one Windows install from each root, converted
+/// with `qemu-img convert -O vhdx`. `None` (with a notice) when a tool is
+/// missing.
+pub fn build_two_install_disk(root1: &Path, root2: &Path, dest: &Path) -> Result<Option<PathBuf>> {
+    if !tools_present() {
+        return Ok(None);
+    }
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let raw = dest.join("two-installs.raw");
+    let vhdx = dest.join("two-installs.vhdx");
+    let _ = fs::remove_file(&vhdx);
+    gpt_disk_with_installs(&[root1, root2], &raw, dest)?;
+    convert(&raw, &vhdx, "vhdx", None)?;
+    let _ = fs::remove_file(&raw);
+    Ok(Some(vhdx))
+}
+
+/// Builds `windows.raw` (GPT, one 200 MiB NTFS basic-data partition at
+/// 1 MiB holding `root` laid down by `wimlib-imagex apply`, security
+/// descriptors kept), `windows.vhd` (dynamic) and `windows.vhdx` in `dest`,
+/// and returns their paths in that order. Needs `sfdisk`, `mkntfs`,
+/// `wimlib-imagex` (built with NTFS-3G support) and `qemu-img`; when one is
+/// missing, prints a notice and returns an empty list.
+pub fn build_disk_images(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
+    ensure!(
+        root.join("Windows/System32/config/SYSTEM").is_file(),
+        "{}: not a Windows root",
+        root.display()
+    );
+    if !tools_present() {
+        return Ok(Vec::new());
+    }
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let raw = dest.join("windows.raw");
+    let vhd = dest.join("windows.vhd");
+    let vhdx = dest.join("windows.vhdx");
+    for p in [&raw, &vhd, &vhdx] {
+        let _ = fs::remove_file(p);
+    }
+    gpt_disk_with_installs(&[root], &raw, dest)?;
+    convert(&raw, &vhd, "vpc", Some("subformat=dynamic,force_size=on"))?;
+    convert(&raw, &vhdx, "vhdx", None)?;
     Ok(vec![raw, vhd, vhdx])
 }

@@ -14,7 +14,10 @@
 //!   and SECURITY hives from the shared corpus, copied dirty with their logs.
 
 mod disk_images;
-pub use disk_images::{DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, DISK_SIZE, build_disk_images};
+pub use disk_images::{
+    DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, DISK_SIZE, build_disk_images,
+    build_two_install_disk,
+};
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use reseal::backend::Backend;
-use reseal::backend::disk::DiskBackend;
+use reseal::backend::disk::{DiskBackend, generalize_disk, windows_partitions};
 use reseal::disk::overlay::OverlayDisk;
 use reseal::disk::{Access, PartitionDevice, open_image};
 use reseal::generalize::{generalize, inspect};
@@ -19,7 +19,7 @@ use reseal::ntfs3g::NtfsWriter;
 use reseal::options::{GeneralizeOptions, SidChoice};
 use reseal_testkit::{
     DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, SAMPLE_MACHINE_SID, build_disk_images,
-    build_windows_root,
+    build_two_install_disk, build_windows_root,
 };
 
 const NEW_SID: &str = "S-1-5-21-1111111111-2222222222-3333333333";
@@ -279,4 +279,69 @@ fn failure_before_the_write_leaves_the_image_untouched() {
             b"regf"
         );
     }
+}
+
+#[test]
+fn every_install_on_a_disk_is_generalized() {
+    if fixtures().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (r1, r2) = (tmp.path().join("r1"), tmp.path().join("r2"));
+    build_windows_root(&r1, None).unwrap();
+    build_windows_root(&r2, Some("domain-joined")).unwrap();
+    let opts = GeneralizeOptions {
+        sid: SidChoice::Random,
+        seed: Some(11),
+        ..GeneralizeOptions::default()
+    };
+    // The second install is refused (domain-joined): nothing is written to
+    // either partition.
+    let img = build_two_install_disk(&r1, &r2, &tmp.path().join("refused"))
+        .unwrap()
+        .unwrap();
+    let before = std::fs::read(&img).unwrap();
+    let reports = generalize_disk(&img, &opts).unwrap();
+    assert_eq!(format!("{:?}", reports[1].1.outcome), "Refused");
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "written despite a refusal"
+    );
+
+    std::fs::remove_dir_all(&r2).unwrap();
+    build_windows_root(&r2, None).unwrap();
+    let img = build_two_install_disk(&r1, &r2, &tmp.path().join("disk"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(windows_partitions(&img).unwrap(), vec![1, 2]);
+    // One --sid for two installs is refused before anything is written.
+    let before = std::fs::read(&img).unwrap();
+    let e = generalize_disk(&img, &options()).unwrap_err();
+    assert!(e.to_string().contains("must not share one"), "{e}");
+    assert!(std::fs::read(&img).unwrap() == before);
+
+    let opts = GeneralizeOptions {
+        sid: SidChoice::Random,
+        seed: Some(11),
+        ..GeneralizeOptions::default()
+    };
+    let reports = generalize_disk(&img, &opts).unwrap();
+    assert_eq!(
+        reports.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let mut sids = Vec::new();
+    for (n, r) in &reports {
+        assert_eq!(format!("{:?}", r.outcome), "Done", "partition {n}");
+        let b = DiskBackend::open(&img, Some(*n)).unwrap();
+        let sid = inspect(&b).unwrap()[0]
+            .description
+            .machine_sid
+            .clone()
+            .unwrap();
+        assert_ne!(sid, SAMPLE_MACHINE_SID, "partition {n} kept the old SID");
+        sids.push(sid);
+    }
+    assert_ne!(sids[0], sids[1], "the two installs share a SID");
+    run("qemu-img", &["check".as_ref(), img.as_os_str()]);
 }

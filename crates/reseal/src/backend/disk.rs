@@ -26,8 +26,11 @@ use crate::disk::{Access, BlockDevice, PartitionDevice, list_partitions, open_im
 use crate::ntfs3g::{NtfsWriter, SecurityRewrite};
 use reseal_hive::Sid;
 
+mod all;
 mod write;
+
 use crate::{ResealError, Result};
+pub use all::{generalize_disk, windows_partitions};
 
 /// The OEM id of an NTFS boot sector.
 const NTFS_OEM: &[u8; 8] = b"NTFS    ";
@@ -231,6 +234,46 @@ struct Candidate {
     length: u64,
 }
 
+/// The volumes of a disk: its partitions, or the whole disk (number 0)
+/// when it has no partition table.
+fn candidates(dev: &dyn BlockDevice, path: &Path) -> Result<Vec<Candidate>> {
+    // A bare volume (no partition table): its boot sector also ends in
+    // 0x55AA, so look at its OEM id before reading it as an MBR.
+    let mut sector = [0u8; 512];
+    if dev.len() >= 512 {
+        dev.read_at(0, &mut sector)?;
+    }
+    let bare = [NTFS_OEM, BITLOCKER_OEM].contains(&&sector[3..11].try_into().unwrap_or([0; 8]));
+    let parts = if bare {
+        Vec::new()
+    } else {
+        list_partitions(dev, path)?
+    };
+    Ok(if parts.is_empty() {
+        vec![Candidate {
+            number: 0,
+            offset: 0,
+            length: dev.len(),
+        }]
+    } else {
+        parts
+            .iter()
+            .map(|p| Candidate {
+                number: p.number,
+                offset: p.offset,
+                length: p.length,
+            })
+            .collect()
+    })
+}
+
+/// The numbers of the volumes of the disk image at `path` (see
+/// [`candidates`]).
+fn list_candidates(path: &Path) -> Result<Vec<u32>> {
+    let dev = open_image(path, Access::ReadOnly)?;
+    Ok(candidates(&*dev, path)?.iter().map(|c| c.number).collect())
+}
+
 impl DiskBackend {
     /// Opens a disk image read-only and picks the NTFS partition holding
     /// `Windows\System32\config\SYSTEM`, or partition `partition` (numbered
@@ -239,34 +282,7 @@ impl DiskBackend {
     /// partition and disks with no Windows install.
     pub fn open(path: &Path, partition: Option<u32>) -> Result<Self> {
         let dev = open_image(path, Access::ReadOnly)?;
-        // A bare volume (no partition table): its boot sector also ends in
-        // 0x55AA, so look at its OEM id before reading it as an MBR.
-        let mut sector = [0u8; 512];
-        if dev.len() >= 512 {
-            dev.read_at(0, &mut sector)?;
-        }
-        let bare = [NTFS_OEM, BITLOCKER_OEM].contains(&&sector[3..11].try_into().unwrap_or([0; 8]));
-        let parts = if bare {
-            Vec::new()
-        } else {
-            list_partitions(&*dev, path)?
-        };
-        let cands: Vec<Candidate> = if parts.is_empty() {
-            vec![Candidate {
-                number: 0,
-                offset: 0,
-                length: dev.len(),
-            }]
-        } else {
-            parts
-                .iter()
-                .map(|p| Candidate {
-                    number: p.number,
-                    offset: p.offset,
-                    length: p.length,
-                })
-                .collect()
-        };
+        let cands = candidates(&*dev, path)?;
         if let Some(n) = partition {
             let Some(c) = cands.iter().find(|c| c.number == n) else {
                 let have: Vec<String> = cands.iter().map(|c| c.number.to_string()).collect();
