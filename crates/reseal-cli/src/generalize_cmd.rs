@@ -9,11 +9,17 @@ use clap::Args;
 use reseal::ResealError;
 use reseal::backend::Backend;
 use reseal::backend::dir::DirBackend;
-use reseal::backend::disk::{DiskBackend, is_disk_image_path};
-use reseal::backend::wim::{ImageSelector, WimBackend, generalize_all_images, is_wim_path};
+use reseal::backend::disk::{DiskBackend, generalize_disk, is_disk_image_path};
+use reseal::backend::wim::{
+    ImageSelector, WimBackend, generalize_all_images_with_progress, is_wim_path,
+};
 use reseal::generalize::{generalize, inspect, select_operations};
 use reseal::options::{GeneralizeOptions, Mode, Selection, SidChoice};
-use reseal::report::Outcome;
+use reseal::report::{Outcome, RunReport};
+
+#[path = "progress_bar.rs"]
+mod progress_bar;
+use progress_bar::{Bar, ProgressMode};
 
 /// Exit code: refused by preflight.
 pub const EXIT_REFUSED: u8 = 1;
@@ -182,6 +188,11 @@ pub struct GeneralizeArgs {
     /// this number, so that runs are reproducible.
     #[arg(long, value_name = "N", hide = true)]
     seed: Option<u64>,
+    /// When to draw the progress bar of WIM writes on standard error:
+    /// `auto` (when it is a terminal), `always` or `never`; never with
+    /// --json.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto, hide = true)]
+    progress: ProgressMode,
 }
 
 /// Checks the form of a `--sid` argument (that it differs from the image's
@@ -237,14 +248,28 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
         }
         .into());
     }
+    // Only WIM writes report progress; the bar ends its line when dropped,
+    // before the report or an error is printed.
+    let bar = if is_wim {
+        Bar::for_stderr(a.progress, a.json)
+    } else {
+        None
+    };
+    let progress = bar.as_ref().map(Bar::progress);
     if is_wim && matches!(a.index, Some(IndexArg::All)) {
-        let reports = generalize_all_images(&a.path, a.output.clone(), a.rebuild, &options)
-            .map_err(|e| match e {
-                e @ (ResealError::Io { .. } | ResealError::InvalidInput { .. }) => {
-                    bad_wim(&a.path, e)
-                }
-                other => other.into(),
-            })?;
+        let reports = generalize_all_images_with_progress(
+            &a.path,
+            a.output.clone(),
+            a.rebuild,
+            &options,
+            progress,
+        )
+        .map_err(|e| match e {
+            e @ (ResealError::Io { .. } | ResealError::InvalidInput { .. }) => bad_wim(&a.path, e),
+            other => other.into(),
+        });
+        drop(bar);
+        let reports = reports?;
         let json = serde_json::to_string_pretty(&reports)?;
         if let Some(p) = &a.report {
             std::fs::write(p, format!("{json}\n"))
@@ -265,26 +290,67 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
             ExitCode::SUCCESS
         });
     }
+    if is_disk && a.partition.is_none() {
+        let mut reports = generalize_disk(&a.path, &options)?;
+        if reports.len() == 1 {
+            let (_, report) = reports.remove(0);
+            return emit_report(&a.report, a.json, &report);
+        }
+        if reports.len() > 1 {
+            let only: Vec<&RunReport> = reports.iter().map(|(_, r)| r).collect();
+            let json = serde_json::to_string_pretty(&only)?;
+            if let Some(p) = &a.report {
+                std::fs::write(p, format!("{json}\n"))
+                    .with_context(|| format!("{}: write report", p.display()))?;
+            }
+            let mut out = std::io::stdout().lock();
+            if a.json {
+                writeln!(out, "{json}")?;
+            } else {
+                for (n, r) in &reports {
+                    writeln!(out, "== partition {n} ==")?;
+                    out.write_all(r.to_text().as_bytes())?;
+                }
+            }
+            return Ok(if only.iter().any(|r| r.outcome == Outcome::Refused) {
+                ExitCode::from(EXIT_REFUSED)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+    }
     let mut backend: Box<dyn Backend> = if is_wim {
         let index = match a.index {
             Some(IndexArg::One(s)) => Some(s),
             _ => None,
         };
-        Box::new(open_wim(&a.path, index, a.output)?.with_rebuild(a.rebuild))
+        Box::new(
+            open_wim(&a.path, index, a.output)?
+                .with_rebuild(a.rebuild)
+                .with_progress(progress),
+        )
     } else if is_disk {
         Box::new(open_disk(&a.path, a.partition)?)
     } else {
         Box::new(open_root(&a.path)?)
     };
-    let report = generalize(backend.as_mut(), &options)?;
-    let json = serde_json::to_string_pretty(&report)?;
-    if let Some(p) = &a.report {
-        std::fs::write(p, format!("{json}\n"))
+    let report = generalize(backend.as_mut(), &options);
+    drop(bar);
+    let report = report?;
+    emit_report(&a.report, a.json, &report)
+}
+
+/// Writes one run's report (to `--report`, and as JSON or text on stdout)
+/// and gives the exit code for its outcome.
+fn emit_report(report_path: &Option<PathBuf>, json: bool, report: &RunReport) -> Result<ExitCode> {
+    let text = serde_json::to_string_pretty(report)?;
+    if let Some(p) = report_path {
+        std::fs::write(p, format!("{text}\n"))
             .with_context(|| format!("{}: write report", p.display()))?;
     }
     let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{json}")?;
+    if json {
+        writeln!(out, "{text}")?;
     } else {
         out.write_all(report.to_text().as_bytes())?;
     }

@@ -28,6 +28,7 @@ pub mod ntfs3g;
 pub mod ops;
 pub mod options;
 pub mod preflight;
+pub mod progress;
 pub mod report;
 pub mod stamp;
 pub mod unattend;

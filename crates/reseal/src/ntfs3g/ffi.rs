@@ -811,9 +811,9 @@ impl<D: BlockDevice + 'static> Volume<D> {
 
     /// Replaces the unnamed data stream of `ni` with `data` (creating the
     /// stream when missing). Clusters already allocated are rewritten in
-    /// place when the length does not change. Updates the modification and
-    /// change times, as Windows does on a write.
-    pub fn write_data(&mut self, ni: &Inode, data: &[u8]) -> R<()> {
+    /// place when the length does not change. With `touch`, updates the
+    /// modification and change times, as Windows does on a write.
+    pub fn write_data(&mut self, ni: &Inode, data: &[u8], touch: bool) -> R<()> {
         // SAFETY: ni is live; AT_UNNAMED is libntfs-3g's empty name.
         unsafe {
             let unnamed = ptr::addr_of_mut!(AT_UNNAMED) as *mut u16;
@@ -847,7 +847,9 @@ impl<D: BlockDevice + 'static> Volume<D> {
             })();
             ntfs_attr_close(na);
             res?;
-            ntfs_inode_update_times(ni.ni, UPDATE_MCTIME);
+            if touch {
+                ntfs_inode_update_times(ni.ni, UPDATE_MCTIME);
+            }
         }
         Ok(())
     }

@@ -36,6 +36,8 @@ pub struct NtfsWriter<D: BlockDevice + 'static> {
     vol: Volume<D>,
     /// What to name in errors (the image file and partition).
     label: String,
+    /// Whether writes leave the files' times as they were.
+    keep_times: bool,
 }
 
 impl<D: BlockDevice + 'static> std::fmt::Debug for NtfsWriter<D> {
@@ -86,6 +88,7 @@ impl<D: BlockDevice + 'static> NtfsWriter<D> {
             Ok(vol) => Ok(NtfsWriter {
                 vol,
                 label: label.to_string(),
+                keep_times: false,
             }),
             Err((e, dev)) => Err((
                 ResealError::InvalidInput {
@@ -95,6 +98,12 @@ impl<D: BlockDevice + 'static> NtfsWriter<D> {
                 dev,
             )),
         }
+    }
+
+    /// Makes later writes keep the files' times (by default a write sets
+    /// the modification and change times to now, as Windows does).
+    pub fn set_keep_times(&mut self, keep: bool) {
+        self.keep_times = keep;
     }
 
     /// Flushes everything libntfs-3g holds and unmounts; gives back the
@@ -209,7 +218,7 @@ impl<D: BlockDevice + 'static> NtfsWriter<D> {
             }
         };
         self.vol
-            .write_data(&ni, data)
+            .write_data(&ni, data, !self.keep_times)
             .map_err(|e| self.err(path, "write", e))?;
         ni.close().map_err(|e| self.err(path, "close", e))
     }
@@ -218,7 +227,7 @@ impl<D: BlockDevice + 'static> NtfsWriter<D> {
     pub fn truncate(&mut self, path: &str) -> Result<()> {
         if let Some(ni) = self.resolve(path)? {
             self.vol
-                .write_data(&ni, &[])
+                .write_data(&ni, &[], !self.keep_times)
                 .map_err(|e| self.err(path, "truncate", e))?;
             ni.close().map_err(|e| self.err(path, "close", e))?;
         }

@@ -18,6 +18,7 @@ use crate::error::{ResealError, Result};
 use crate::generalize::generalize;
 use crate::ops::NotDone;
 use crate::options::GeneralizeOptions;
+use crate::progress::{Progress, ProgressEvent};
 use crate::report::RunReport;
 
 /// The number of images in the WIM at `path`.
@@ -74,6 +75,19 @@ pub fn generalize_all_images(
     rebuild: bool,
     options: &GeneralizeOptions,
 ) -> Result<Vec<RunReport>> {
+    generalize_all_images_with_progress(path, output, rebuild, options, None)
+}
+
+/// [`generalize_all_images`], reporting the progress of each image's write
+/// to `progress`: a [`ProgressEvent::Image`] before the phases of each
+/// image that is written.
+pub fn generalize_all_images_with_progress(
+    path: &Path,
+    output: Option<PathBuf>,
+    rebuild: bool,
+    options: &GeneralizeOptions,
+    progress: Option<Progress>,
+) -> Result<Vec<RunReport>> {
     let count = image_count(path)?;
     if count == 0 {
         return Err(ResealError::InvalidInput {
@@ -102,7 +116,11 @@ pub fn generalize_all_images(
         if !changes.is_empty() {
             let mut b = WimBackend::open(&current, ImageSelector::Index(i))?
                 .with_output(output.clone())
-                .with_rebuild(rebuild);
+                .with_rebuild(rebuild)
+                .with_progress(progress.clone());
+            if let Some(p) = &progress {
+                p.emit(ProgressEvent::Image { index: i, count });
+            }
             if let Err(e) = b.commit(&changes) {
                 return Err(match e {
                     ResealError::CommitFailed {

@@ -7,7 +7,11 @@
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::os::unix::ffi::OsStrExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::Mutex;
+
+use crate::progress::{Phase, Progress, ProgressEvent};
 
 /// Opaque `WIMStruct`.
 #[repr(C)]
@@ -139,6 +143,62 @@ struct UpdateCommandRaw {
     u: UpdateUnion,
 }
 
+/// `struct wimlib_progress_info_write_streams` (member `write_streams` of
+/// `union wimlib_progress_info`), every field in header order.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ProgressWriteStreams {
+    total_bytes: u64,
+    total_streams: u64,
+    completed_bytes: u64,
+    completed_streams: u64,
+    num_threads: u32,
+    compression_type: i32,
+    total_parts: u32,
+    completed_parts: u32,
+    completed_compressed_bytes: u64,
+}
+
+/// `struct wimlib_progress_info_update` (member `update`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ProgressUpdate {
+    command: *const UpdateCommandRaw,
+    completed_commands: usize,
+    total_commands: usize,
+}
+
+/// `struct wimlib_progress_info_integrity` (member `integrity`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ProgressIntegrity {
+    total_bytes: u64,
+    completed_bytes: u64,
+    total_chunks: u32,
+    completed_chunks: u32,
+    chunk_size: u32,
+    filename: *const c_char,
+}
+
+/// The members of `union wimlib_progress_info` that are read. Every member
+/// of a C union starts at offset 0, so each member here overlays the
+/// header's member of the same name. The C union has more and larger
+/// members (`extract` is the largest): a value of this type is never
+/// created, copied or sized on the Rust side, only read field by field
+/// through the pointer wimlib passes to the progress function, and only
+/// for the message that makes that member valid.
+#[repr(C)]
+union ProgressInfo {
+    write_streams: ProgressWriteStreams,
+    update: ProgressUpdate,
+    integrity: ProgressIntegrity,
+}
+
+/// `wimlib_progress_func_t`: `enum wimlib_progress_status (*)(enum
+/// wimlib_progress_msg, union wimlib_progress_info *, void *)`; both enums
+/// are `int`-sized (all their values fit in an `int`).
+type ProgressFunc = extern "C" fn(c_int, *mut ProgressInfo, *mut c_void) -> c_int;
+
 type IterateCallback = extern "C" fn(*const DirEntryRaw, *mut c_void) -> c_int;
 
 pub const NO_IMAGE: c_int = 0;
@@ -157,6 +217,17 @@ pub const WRITE_FLAG_REBUILD: c_int = 0x40;
 const UPDATE_OP_ADD: c_int = 0;
 const UPDATE_OP_DELETE: c_int = 1;
 const UPDATE_OP_RENAME: c_int = 2;
+const UPDATE_FLAG_SEND_PROGRESS: c_int = 0x1;
+// enum wimlib_progress_msg (the values read).
+const PROGRESS_MSG_WRITE_STREAMS: c_int = 12;
+const PROGRESS_MSG_WRITE_METADATA_BEGIN: c_int = 13;
+const PROGRESS_MSG_WRITE_METADATA_END: c_int = 14;
+const PROGRESS_MSG_VERIFY_INTEGRITY: c_int = 16;
+const PROGRESS_MSG_CALC_INTEGRITY: c_int = 17;
+const PROGRESS_MSG_UPDATE_BEGIN_COMMAND: c_int = 21;
+const PROGRESS_MSG_UPDATE_END_COMMAND: c_int = 22;
+// enum wimlib_progress_status.
+const PROGRESS_STATUS_CONTINUE: c_int = 0;
 
 // Linked by build.rs (libwim).
 unsafe extern "C" {
@@ -197,6 +268,11 @@ unsafe extern "C" {
         flags: c_int,
         threads: c_uint,
     ) -> c_int;
+    fn wimlib_register_progress_function(
+        wim: *mut WimStruct,
+        progfunc: Option<ProgressFunc>,
+        progctx: *mut c_void,
+    );
 }
 
 /// A wimlib failure: the call, its code and wimlib's message.
@@ -304,11 +380,205 @@ pub enum UpdateCmd {
     },
 }
 
+/// One progress message, decoded from wimlib's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawProgress {
+    /// A counter of a phase (the phase begins if it is not current).
+    Count {
+        phase: Phase,
+        done: u64,
+        total: u64,
+        /// Counted in steps rather than bytes.
+        steps: bool,
+    },
+    /// A phase with no counter begins.
+    Begin(Phase),
+    /// A phase ends.
+    End(Phase),
+}
+
+/// Decodes a message; `None` for the messages not reported (and for a NULL
+/// `info` where one is needed).
+///
+/// # Safety
+///
+/// `info` is NULL or points to a `union wimlib_progress_info` whose member
+/// for `msg` is valid, as wimlib guarantees during a progress call.
+unsafe fn decode_progress(msg: c_int, info: *const ProgressInfo) -> Option<RawProgress> {
+    let count = |phase, done: u64, total: u64, steps| {
+        Some(RawProgress::Count {
+            phase,
+            done,
+            total,
+            steps,
+        })
+    };
+    match msg {
+        PROGRESS_MSG_WRITE_METADATA_BEGIN => Some(RawProgress::Begin(Phase::WriteMetadata)),
+        PROGRESS_MSG_WRITE_METADATA_END => Some(RawProgress::End(Phase::WriteMetadata)),
+        _ if info.is_null() => None,
+        PROGRESS_MSG_WRITE_STREAMS => {
+            // SAFETY: `write_streams` is the valid member for this message;
+            // the fields are read by value, no reference to the union made.
+            let (done, total) = unsafe {
+                (
+                    (*info).write_streams.completed_bytes,
+                    (*info).write_streams.total_bytes,
+                )
+            };
+            count(Phase::WriteData, done, total, false)
+        }
+        PROGRESS_MSG_UPDATE_BEGIN_COMMAND | PROGRESS_MSG_UPDATE_END_COMMAND => {
+            // SAFETY: `update` is the valid member for these messages.
+            let (done, total) = unsafe {
+                (
+                    (*info).update.completed_commands,
+                    (*info).update.total_commands,
+                )
+            };
+            count(Phase::UpdateImage, done as u64, total as u64, true)
+        }
+        PROGRESS_MSG_CALC_INTEGRITY | PROGRESS_MSG_VERIFY_INTEGRITY => {
+            // SAFETY: `integrity` is the valid member for these messages.
+            let (done, total) = unsafe {
+                (
+                    (*info).integrity.completed_bytes,
+                    (*info).integrity.total_bytes,
+                )
+            };
+            let phase = if msg == PROGRESS_MSG_CALC_INTEGRITY {
+                Phase::CalcIntegrity
+            } else {
+                Phase::VerifyIntegrity
+            };
+            count(phase, done, total, false)
+        }
+        _ => None,
+    }
+}
+
+/// What the progress function needs: the sink and the current phase. It
+/// lives in a `Box` owned by the [`Wim`], whose address wimlib keeps as the
+/// progress context while it is registered.
+struct ProgressCtx {
+    sink: Progress,
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    phase: Option<Phase>,
+    /// The last counter reported in the current phase (wimlib repeats a
+    /// count: the end of update command k and the beginning of k + 1).
+    last: Option<(u64, u64)>,
+    /// The sink panicked; it is not called again.
+    broken: bool,
+}
+
+impl ProgressCtx {
+    fn new(sink: Progress) -> ProgressCtx {
+        ProgressCtx {
+            sink,
+            state: Mutex::new(ProgressState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, st: &mut ProgressState, event: ProgressEvent) {
+        if st.broken {
+            return;
+        }
+        if catch_unwind(AssertUnwindSafe(|| self.sink.emit(event))).is_err() {
+            st.broken = true;
+        }
+    }
+
+    fn enter(&self, st: &mut ProgressState, phase: Phase) {
+        if st.phase == Some(phase) {
+            return;
+        }
+        self.leave(st);
+        st.phase = Some(phase);
+        st.last = None;
+        self.emit(st, ProgressEvent::Begin { phase });
+    }
+
+    fn leave(&self, st: &mut ProgressState) {
+        if let Some(phase) = st.phase.take() {
+            self.emit(st, ProgressEvent::End { phase });
+        }
+    }
+
+    fn handle(&self, raw: RawProgress) {
+        let mut st = self.lock();
+        match raw {
+            RawProgress::Count {
+                phase,
+                done,
+                total,
+                steps,
+            } => {
+                self.enter(&mut st, phase);
+                if st.last == Some((done, total)) {
+                    return;
+                }
+                st.last = Some((done, total));
+                let event = if steps {
+                    ProgressEvent::Steps { done, total }
+                } else {
+                    ProgressEvent::Bytes { done, total }
+                };
+                self.emit(&mut st, event);
+            }
+            RawProgress::Begin(phase) => self.enter(&mut st, phase),
+            RawProgress::End(phase) => {
+                if st.phase == Some(phase) {
+                    self.leave(&mut st);
+                }
+            }
+        }
+    }
+
+    /// Ends the current phase, if any (after each wimlib call that reports
+    /// progress, so that every phase ends even when the call fails).
+    fn finish(&self) {
+        let mut st = self.lock();
+        self.leave(&mut st);
+    }
+}
+
+/// The progress function registered with wimlib. It never unwinds into C
+/// and always asks wimlib to continue.
+extern "C" fn progress_callback(msg: c_int, info: *mut ProgressInfo, ctx: *mut c_void) -> c_int {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if ctx.is_null() {
+            return;
+        }
+        // SAFETY: `ctx` is the address of the boxed ProgressCtx that
+        // `Wim::set_progress` registered; the box outlives the registration
+        // (it is replaced only after a new registration, and dropped after
+        // the WIMStruct is freed). ProgressCtx is Sync.
+        let ctx = unsafe { &*(ctx as *const ProgressCtx) };
+        // SAFETY: wimlib passes NULL or a union whose member for `msg` is
+        // valid for the duration of the call.
+        if let Some(raw) = unsafe { decode_progress(msg, info) } {
+            ctx.handle(raw);
+        }
+    }));
+    PROGRESS_STATUS_CONTINUE
+}
+
 /// An open WIM file. Not shared between threads at the same time (the
 /// backend keeps it behind a mutex); wimlib allows a `WIMStruct` to be used
 /// from any one thread at a time.
 pub struct Wim {
     ptr: *mut WimStruct,
+    /// The registered progress context (declared after `ptr`: dropped after
+    /// `Drop::drop` has freed the WIMStruct).
+    progress: Option<Box<ProgressCtx>>,
 }
 
 // SAFETY: a WIMStruct is not tied to the thread that opened it; wimlib only
@@ -333,7 +603,37 @@ impl Wim {
         // out-pointer; on success wimlib stores an owned WIMStruct in it.
         let code = unsafe { wimlib_open_wim(c.as_ptr(), 0, &mut ptr) };
         check("wimlib_open_wim", code)?;
-        Ok(Wim { ptr })
+        Ok(Wim {
+            ptr,
+            progress: None,
+        })
+    }
+
+    /// Reports the progress of later updates and writes to `sink` (`None`:
+    /// stop reporting). Phases are reported as wimlib announces them, and
+    /// each call that reports progress ends its last phase before it
+    /// returns.
+    pub fn set_progress(&mut self, sink: Option<Progress>) {
+        let ctx = sink.map(|s| Box::new(ProgressCtx::new(s)));
+        let (func, arg): (Option<ProgressFunc>, *mut c_void) = match &ctx {
+            Some(c) => (
+                Some(progress_callback),
+                &**c as *const ProgressCtx as *mut c_void,
+            ),
+            None => (None, std::ptr::null_mut()),
+        };
+        // SAFETY: live WIMStruct; `arg` is NULL or the address of a boxed
+        // ProgressCtx that is stored in `self` below and stays there until
+        // it is replaced after another registration or `self` is dropped
+        // (after wimlib_free). The callback matches wimlib_progress_func_t.
+        unsafe { wimlib_register_progress_function(self.ptr, func, arg) };
+        self.progress = ctx;
+    }
+
+    fn finish_progress(&self) {
+        if let Some(c) = &self.progress {
+            c.finish();
+        }
     }
 
     /// Header facts.
@@ -496,11 +796,19 @@ impl Wim {
                 },
             });
         }
+        // With a progress function, one message before and after each
+        // command.
+        let flags = if self.progress.is_some() {
+            UPDATE_FLAG_SEND_PROGRESS
+        } else {
+            0
+        };
         // SAFETY: live WIMStruct; `raw` holds `raw.len()` commands laid out
         // as `struct wimlib_update_command`, whose string pointers point into
         // `strings`, alive until the end of this function. wimlib does not
         // keep the command pointers after returning (it copies the paths).
-        let code = unsafe { wimlib_update_image(self.ptr, image, raw.as_ptr(), raw.len(), 0) };
+        let code = unsafe { wimlib_update_image(self.ptr, image, raw.as_ptr(), raw.len(), flags) };
+        self.finish_progress();
         check(CALL, code)
     }
 
@@ -509,6 +817,7 @@ impl Wim {
     pub fn overwrite(&mut self, flags: i32) -> Result<(), WimError> {
         // SAFETY: live WIMStruct; 0 threads lets wimlib choose.
         let code = unsafe { wimlib_overwrite(self.ptr, flags, 0) };
+        self.finish_progress();
         check("wimlib_overwrite", code)
     }
 
@@ -517,6 +826,210 @@ impl Wim {
         let c = cpath("wimlib_write", path)?;
         // SAFETY: live WIMStruct and a valid NUL-terminated path.
         let code = unsafe { wimlib_write(self.ptr, c.as_ptr(), ALL_IMAGES, flags, 0) };
+        self.finish_progress();
         check("wimlib_write", code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+    use std::sync::Arc;
+
+    /// The layout of the progress structures, worked out by hand from
+    /// wimlib.h (1.13) for the platforms the crate builds on (LP64: 8-byte
+    /// pointers, `size_t` and `uint64_t`, 4-byte `int` and `uint32_t`).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn progress_info_layout_matches_the_header() {
+        // struct wimlib_progress_info_write_streams: four uint64_t, four
+        // 32-bit fields, one uint64_t; no padding.
+        assert_eq!(offset_of!(ProgressWriteStreams, total_bytes), 0);
+        assert_eq!(offset_of!(ProgressWriteStreams, total_streams), 8);
+        assert_eq!(offset_of!(ProgressWriteStreams, completed_bytes), 16);
+        assert_eq!(offset_of!(ProgressWriteStreams, completed_streams), 24);
+        assert_eq!(offset_of!(ProgressWriteStreams, num_threads), 32);
+        assert_eq!(offset_of!(ProgressWriteStreams, compression_type), 36);
+        assert_eq!(offset_of!(ProgressWriteStreams, total_parts), 40);
+        assert_eq!(offset_of!(ProgressWriteStreams, completed_parts), 44);
+        assert_eq!(
+            offset_of!(ProgressWriteStreams, completed_compressed_bytes),
+            48
+        );
+        assert_eq!(size_of::<ProgressWriteStreams>(), 56);
+        // struct wimlib_progress_info_update: a pointer and two size_t.
+        assert_eq!(offset_of!(ProgressUpdate, command), 0);
+        assert_eq!(offset_of!(ProgressUpdate, completed_commands), 8);
+        assert_eq!(offset_of!(ProgressUpdate, total_commands), 16);
+        assert_eq!(size_of::<ProgressUpdate>(), 24);
+        // struct wimlib_progress_info_integrity: two uint64_t, three
+        // uint32_t, 4 bytes of padding, a pointer.
+        assert_eq!(offset_of!(ProgressIntegrity, total_bytes), 0);
+        assert_eq!(offset_of!(ProgressIntegrity, completed_bytes), 8);
+        assert_eq!(offset_of!(ProgressIntegrity, total_chunks), 16);
+        assert_eq!(offset_of!(ProgressIntegrity, completed_chunks), 20);
+        assert_eq!(offset_of!(ProgressIntegrity, chunk_size), 24);
+        assert_eq!(offset_of!(ProgressIntegrity, filename), 32);
+        assert_eq!(size_of::<ProgressIntegrity>(), 40);
+        // Every union member starts at offset 0.
+        assert_eq!(offset_of!(ProgressInfo, write_streams), 0);
+        assert_eq!(offset_of!(ProgressInfo, update), 0);
+        assert_eq!(offset_of!(ProgressInfo, integrity), 0);
+        // The C union is at least as large as its `extract` member (112
+        // bytes on LP64); the members bound here all fit inside it.
+        assert!(size_of::<ProgressInfo>() <= 112);
+        assert_eq!(std::mem::align_of::<ProgressInfo>(), 8);
+    }
+
+    fn recorder() -> (Box<ProgressCtx>, Arc<Mutex<Vec<ProgressEvent>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let ctx = Box::new(ProgressCtx::new(Progress::new(move |e| {
+            s.lock().unwrap().push(e)
+        })));
+        (ctx, seen)
+    }
+
+    fn call(ctx: &ProgressCtx, msg: c_int, info: Option<&mut ProgressInfo>) -> c_int {
+        let info = info.map_or(std::ptr::null_mut(), |i| i as *mut ProgressInfo);
+        progress_callback(msg, info, ctx as *const ProgressCtx as *mut c_void)
+    }
+
+    fn write_streams(done: u64, total: u64) -> ProgressInfo {
+        ProgressInfo {
+            write_streams: ProgressWriteStreams {
+                total_bytes: total,
+                total_streams: 3,
+                completed_bytes: done,
+                completed_streams: 1,
+                num_threads: 4,
+                compression_type: 1,
+                total_parts: 1,
+                completed_parts: 0,
+                completed_compressed_bytes: done / 2,
+            },
+        }
+    }
+
+    #[test]
+    fn callback_decodes_messages_into_phases() {
+        let (ctx, seen) = recorder();
+        let mut update = ProgressInfo {
+            update: ProgressUpdate {
+                command: std::ptr::null(),
+                completed_commands: 0,
+                total_commands: 2,
+            },
+        };
+        assert_eq!(
+            call(&ctx, PROGRESS_MSG_UPDATE_BEGIN_COMMAND, Some(&mut update)),
+            PROGRESS_STATUS_CONTINUE
+        );
+        update.update.completed_commands = 1;
+        call(&ctx, PROGRESS_MSG_UPDATE_END_COMMAND, Some(&mut update));
+        // The next command begins at the count the last one ended with.
+        call(&ctx, PROGRESS_MSG_UPDATE_BEGIN_COMMAND, Some(&mut update));
+        update.update.completed_commands = 2;
+        call(&ctx, PROGRESS_MSG_UPDATE_END_COMMAND, Some(&mut update));
+        ctx.finish();
+        call(
+            &ctx,
+            PROGRESS_MSG_WRITE_STREAMS,
+            Some(&mut write_streams(0, 100)),
+        );
+        call(
+            &ctx,
+            PROGRESS_MSG_WRITE_STREAMS,
+            Some(&mut write_streams(100, 100)),
+        );
+        call(&ctx, PROGRESS_MSG_WRITE_METADATA_BEGIN, None);
+        call(&ctx, PROGRESS_MSG_WRITE_METADATA_END, None);
+        let mut integrity = ProgressInfo {
+            integrity: ProgressIntegrity {
+                total_bytes: 4096,
+                completed_bytes: 4096,
+                total_chunks: 1,
+                completed_chunks: 1,
+                chunk_size: 10 << 20,
+                filename: std::ptr::null(),
+            },
+        };
+        call(&ctx, PROGRESS_MSG_CALC_INTEGRITY, Some(&mut integrity));
+        // Not reported: a scan message, and a counted message without info.
+        call(&ctx, 9, None);
+        call(&ctx, PROGRESS_MSG_WRITE_STREAMS, None);
+        ctx.finish();
+        ctx.finish();
+        use Phase::*;
+        use ProgressEvent::*;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Begin { phase: UpdateImage },
+                Steps { done: 0, total: 2 },
+                Steps { done: 1, total: 2 },
+                Steps { done: 2, total: 2 },
+                End { phase: UpdateImage },
+                Begin { phase: WriteData },
+                Bytes {
+                    done: 0,
+                    total: 100
+                },
+                Bytes {
+                    done: 100,
+                    total: 100
+                },
+                End { phase: WriteData },
+                Begin {
+                    phase: WriteMetadata
+                },
+                End {
+                    phase: WriteMetadata
+                },
+                Begin {
+                    phase: CalcIntegrity
+                },
+                Bytes {
+                    done: 4096,
+                    total: 4096
+                },
+                End {
+                    phase: CalcIntegrity
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_panicking_sink_is_contained_and_silenced() {
+        let calls = Arc::new(Mutex::new(0u32));
+        let c = calls.clone();
+        let ctx = Box::new(ProgressCtx::new(Progress::new(move |_| {
+            *c.lock().unwrap() += 1;
+            panic!("sink failure");
+        })));
+        for _ in 0..3 {
+            assert_eq!(
+                call(
+                    &ctx,
+                    PROGRESS_MSG_WRITE_STREAMS,
+                    Some(&mut write_streams(1, 2))
+                ),
+                PROGRESS_STATUS_CONTINUE
+            );
+        }
+        ctx.finish();
+        assert_eq!(*calls.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_null_context_is_ignored() {
+        let code = progress_callback(
+            PROGRESS_MSG_WRITE_STREAMS,
+            &mut write_streams(1, 2),
+            std::ptr::null_mut(),
+        );
+        assert_eq!(code, PROGRESS_STATUS_CONTINUE);
     }
 }

@@ -24,7 +24,7 @@
 mod ffi;
 
 mod all;
-pub use all::{generalize_all_images, image_count};
+pub use all::{generalize_all_images, generalize_all_images_with_progress, image_count};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,7 @@ use std::sync::Mutex;
 
 use crate::backend::{Backend, DirEntry, FileChange};
 use crate::error::{ResealError, Result};
+use crate::progress::Progress;
 
 pub use ffi::WimError;
 use ffi::{UpdateCmd, Wim};
@@ -159,6 +160,8 @@ pub struct WimBackend {
     replaced: Vec<String>,
     /// Test hook: fail the commit after the update, before writing.
     fail_before_write: bool,
+    /// Where commits report their progress (none by default).
+    progress: Option<Progress>,
 }
 
 fn wim_err(path: &Path, action: &'static str, e: WimError) -> ResealError {
@@ -237,6 +240,7 @@ impl WimBackend {
             state: Mutex::new(state),
             replaced: Vec::new(),
             fail_before_write: false,
+            progress: None,
         })
     }
 
@@ -250,6 +254,19 @@ impl WimBackend {
     /// Rebuilds the whole WIM on commit (compacts it) instead of appending.
     pub fn with_rebuild(mut self, rebuild: bool) -> Self {
         self.rebuild = rebuild;
+        self
+    }
+
+    /// Reports the progress of later commits (wimlib's update and write)
+    /// to `progress`; `None` (the default) reports nothing. Reads do not
+    /// report progress.
+    pub fn set_progress(&mut self, progress: Option<Progress>) {
+        self.progress = progress;
+    }
+
+    /// [`set_progress`](Self::set_progress) as a builder.
+    pub fn with_progress(mut self, progress: Option<Progress>) -> Self {
+        self.progress = progress;
         self
     }
 
@@ -616,6 +633,7 @@ impl Backend for WimBackend {
         let fail_before_write = self.fail_before_write;
         let first = changes[0].path().to_string();
         let dest = self.output.clone().unwrap_or_else(|| self.path.clone());
+        state.wim.set_progress(self.progress.clone());
         let result = (|| {
             let integrity = state
                 .wim
