@@ -85,7 +85,8 @@ fn files(s: &Snapshot) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
 }
 
 /// The run report lists, under operation "backend", the metadata the
-/// replaced files lost (naming them), and the ACLs that are not rewritten.
+/// replaced files lost (naming them; only when they were added as plain
+/// files), and the ACLs that are not rewritten.
 fn assert_backend_caveats(report: &reseal::report::RunReport, replaced: &[String]) {
     assert!(!replaced.is_empty());
     assert!(
@@ -110,7 +111,7 @@ fn assert_backend_caveats(report: &reseal::report::RunReport, replaced: &[String
         "short (8.3) name",
         "alternate data streams",
         "timestamps",
-        "no call that sets them",
+        "NTFS-3G",
     ] {
         assert!(meta.contains(what), "{what}: {meta}");
     }
@@ -153,6 +154,11 @@ fn generalize_wim_in_place_matches_the_directory_run() {
 
     let mut b = WimBackend::open(&wim, ImageSelector::Index(1)).unwrap();
     assert_eq!(b.image_name(), Some("Windows 10 Pro"));
+    // The plain-add route (what happens without NTFS-3G): same contents
+    // as the directory run, and the report names what was lost. The
+    // metadata-keeping route is checked by every_fixture_wim_generalizes
+    // and tests/wim_metadata.rs.
+    b.set_keep_metadata(false);
     let report = generalize(&mut b, &options()).unwrap();
     assert_eq!(report.outcome, Outcome::Done, "{}", report.to_text());
     assert_backend_caveats(&report, b.replaced_paths());
@@ -438,8 +444,9 @@ fn fixture_wims(tmp: &Path) -> Vec<PathBuf> {
 }
 
 /// Each compression: generalize in place, verify, read the hives back with
-/// independent tools, `dir --detailed` shows the documented exception on
-/// the replaced hives only, and a second run plans nothing.
+/// independent tools, `dir --detailed` shows the replaced hives with their
+/// old metadata (times, no descriptor as before, short name), and a second
+/// run plans nothing.
 #[test]
 fn every_fixture_wim_generalizes() {
     if !have_wimlib_imagex() {
@@ -460,14 +467,33 @@ fn every_fixture_wim_generalizes() {
             "{name}: {}",
             report.to_text()
         );
-        assert_backend_caveats(&report, b.replaced_paths());
+        // Metadata kept: nothing listed as lost; the SID note stays.
+        assert!(b.replaced_paths().is_empty(), "{:?}", b.replaced_paths());
+        let notes: Vec<&str> = report.installs[0]
+            .not_done
+            .iter()
+            .filter(|n| n.operation == "backend")
+            .map(|n| n.message.as_str())
+            .collect();
+        assert!(
+            !notes
+                .iter()
+                .any(|m| m.contains("lost their security descriptor")),
+            "{name}: {notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|m| m.contains("old machine SID") && m.contains("not rewritten")),
+            "{name}: {notes:?}"
+        );
         drop(b);
         imagex(&["verify", wim.to_str().unwrap()]);
         check_extracted(wim, "1", &tmp.path().join(format!("x-{name}")));
 
-        // The replaced hive is a new entry (the documented exception: new
-        // timestamps; no security descriptor, short name or named streams
-        // carried over); an untouched file keeps its entry as it was.
+        // The replaced hive is a new entry with the old one's metadata (its
+        // times; no descriptor, as before); an untouched file keeps its
+        // entry as it was.
         let after_hive = detailed(wim, "1", HIVES[0]);
         let after_other = detailed(wim, "1", untouched);
         // (The blob's reference count may drop: a replaced hive can have
@@ -486,7 +512,15 @@ fn every_fixture_wim_generalizes() {
         let written = detail_field(&before_hive, "Last Write Time").unwrap();
         assert!(written.contains("2001"), "{name}: {before_hive}");
         let written = detail_field(&after_hive, "Last Write Time").unwrap();
-        assert!(!written.contains("2001"), "{name}: {after_hive}");
+        assert!(
+            written.contains("2001"),
+            "{name}: times not kept: {after_hive}"
+        );
+        assert_ne!(
+            detail_field(&after_hive, "Hash"),
+            detail_field(&before_hive, "Hash"),
+            "{name}: contents not replaced"
+        );
         assert!(
             detail_field(&after_other, "Last Write Time")
                 .unwrap()
@@ -508,11 +542,12 @@ fn every_fixture_wim_generalizes() {
     }
 }
 
-/// The documented metadata exception on a file that has a security
-/// descriptor (wimlib's empty_dacl.wim from the corpus): replacing it
-/// drops the descriptor, which `dir --detailed` shows.
+/// A file that has a security descriptor (wimlib's empty_dacl.wim from
+/// the corpus) keeps it when replaced; with metadata keeping off (the
+/// fallback when NTFS-3G is not available) it loses it, and the caveat
+/// says so, naming the file.
 #[test]
-fn replaced_file_loses_its_security_descriptor() {
+fn replaced_file_keeps_its_security_descriptor_or_reports_the_loss() {
     if !have_wimlib_imagex() {
         return;
     }
@@ -550,10 +585,27 @@ fn replaced_file_loses_its_security_descriptor() {
         .expect("a file with a security descriptor")
         .clone();
     let wpath = format!("/{}", with_sd.replace('\\', "/"));
+    let sd_of = |d: &str| detail_field(d, "Security Descriptor");
+    let original_sd = sd_of(&detailed(&wim, "1", &wpath));
+    assert!(original_sd.is_some());
     let mut b = b;
     b.commit(&[FileChange::Write {
         path: with_sd.clone(),
         data: b"replaced".to_vec(),
+    }])
+    .unwrap();
+    assert!(b.replaced_paths().is_empty());
+    assert!(b.commit_caveats(false).is_empty());
+    imagex(&["verify", wim.to_str().unwrap()]);
+    let after = detailed(&wim, "1", &wpath);
+    assert_eq!(sd_of(&after), original_sd, "{after}");
+    assert!(after.contains("Uncompressed size = 8 bytes"), "{after}");
+
+    // The fallback: a plain add, the descriptor lost and reported.
+    b.set_keep_metadata(false);
+    b.commit(&[FileChange::Write {
+        path: with_sd.clone(),
+        data: b"replaced again".to_vec(),
     }])
     .unwrap();
     assert_eq!(b.replaced_paths(), std::slice::from_ref(&with_sd));

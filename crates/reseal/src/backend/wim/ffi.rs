@@ -350,6 +350,8 @@ pub struct TreeEntry {
     pub size: u64,
     /// Depth below the iteration's starting path.
     pub depth: usize,
+    /// Whether the entry has a security descriptor.
+    pub has_security: bool,
 }
 
 /// One update command, in Rust form.
@@ -694,6 +696,7 @@ impl Wim {
                 attributes: d.attributes,
                 size,
                 depth: d.depth,
+                has_security: !d.security_descriptor.is_null() && d.security_descriptor_size > 0,
             });
             0
         }

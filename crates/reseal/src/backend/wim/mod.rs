@@ -22,6 +22,7 @@
 
 #[allow(unsafe_code)]
 mod ffi;
+mod keep;
 
 mod all;
 pub use all::{generalize_all_images, generalize_all_images_with_progress, image_count};
@@ -78,6 +79,8 @@ struct Node {
     path: String,
     is_dir: bool,
     size: u64,
+    /// Whether the entry has a security descriptor.
+    has_sd: bool,
 }
 
 /// The image tree keyed by upper-cased `\`-separated path.
@@ -160,6 +163,9 @@ pub struct WimBackend {
     replaced: Vec<String>,
     /// Test hook: fail the commit after the update, before writing.
     fail_before_write: bool,
+    /// Whether replaced files keep their metadata through an NTFS-3G
+    /// capture (when it is available).
+    keep_metadata: bool,
     /// Where commits report their progress (none by default).
     progress: Option<Progress>,
 }
@@ -221,6 +227,7 @@ fn load(path: &Path, selector: &ImageSelector) -> Result<(State, Option<String>)
                 path: p,
                 is_dir,
                 size: if is_dir { 0 } else { e.size },
+                has_sd: e.has_security,
             },
         );
     }
@@ -240,6 +247,7 @@ impl WimBackend {
             state: Mutex::new(state),
             replaced: Vec::new(),
             fail_before_write: false,
+            keep_metadata: true,
             progress: None,
         })
     }
@@ -268,6 +276,14 @@ impl WimBackend {
     pub fn with_progress(mut self, progress: Option<Progress>) -> Self {
         self.progress = progress;
         self
+    }
+
+    /// Whether files replaced by later commits keep their security
+    /// descriptor, attributes, short name, named streams and times (the
+    /// default, when mkntfs and wimlib's NTFS-3G support are there); off,
+    /// they are added as plain files and the run report says what was lost.
+    pub fn set_keep_metadata(&mut self, keep: bool) {
+        self.keep_metadata = keep;
     }
 
     /// For tests: make the next commits fail after wimlib's update has been
@@ -372,6 +388,7 @@ fn add_parents(tree: &mut Tree, path: &str) {
             path: p.to_string(),
             is_dir: true,
             size: 0,
+            has_sd: false,
         });
         p = parent_of(p);
     }
@@ -391,26 +408,46 @@ fn add_file(
     tree: &mut Tree,
     cmds: &mut Vec<UpdateCmd>,
     stage_file: &mut dyn FnMut(&[u8], &str) -> Result<PathBuf>,
+    keeper: &mut Keeper<'_>,
     path: &str,
     data: Option<&[u8]>,
 ) -> Result<()> {
     let key = norm(path);
-    match tree.get(&key) {
+    let old = match tree.get(&key) {
         Some(n) if n.is_dir => return Err(commit_err(path, "write", "is a directory".into())),
         None if data.is_none() => return Ok(()),
-        _ => {}
-    }
+        Some(n) => Some((n.size, n.has_sd)),
+        None => None,
+    };
     let target = resolve(tree, path);
     if target.is_empty() {
         return Err(commit_err(path, "write", "empty path".into()));
     }
     let data = data.unwrap_or_default();
-    let source = stage_file(data, path)?;
-    cmds.push(UpdateCmd::Add {
-        source,
-        target: wim_path(&target),
-        flags: ffi::ADD_FLAG_NORPFIX,
-    });
+    // A file already in the image: replaced from an NTFS volume holding it
+    // with its metadata, when that can be done.
+    let kept = match old {
+        Some((size, _)) => keeper(&target, size, data),
+        None => None,
+    };
+    let has_sd = kept.is_some() && old.is_some_and(|(_, sd)| sd);
+    match kept {
+        Some(volume) => cmds.push(UpdateCmd::Add {
+            source: volume,
+            target: "/".into(),
+            // An entry without a descriptor stays without one (the scratch
+            // volume gives every file a default descriptor).
+            flags: keep::ADD_FLAG_NTFS | if has_sd { 0 } else { keep::ADD_FLAG_NO_ACLS },
+        }),
+        None => {
+            let source = stage_file(data, path)?;
+            cmds.push(UpdateCmd::Add {
+                source,
+                target: wim_path(&target),
+                flags: ffi::ADD_FLAG_NORPFIX,
+            });
+        }
+    }
     add_parents(tree, &target);
     tree.insert(
         key,
@@ -418,19 +455,29 @@ fn add_file(
             path: target,
             is_dir: false,
             size: data.len() as u64,
+            has_sd,
         },
     );
     Ok(())
 }
 
+/// Stages an existing image file's replacement with its metadata: given
+/// the file's image path, its old size and its new contents, gives the NTFS
+/// volume to add at the image root, or `None` to fall back to a plain add.
+type Keeper<'a> = dyn FnMut(&str, u64, &[u8]) -> Option<PathBuf> + 'a;
+
 /// Turns changes into wimlib commands, tracking their effect on a copy of
-/// the tree and staging file contents under `stage`.
-/// Also returns the image paths that add commands replace with files.
+/// the tree and staging file contents under `stage` (replacements of
+/// existing files through `keeper`). Also returns the image paths added as
+/// plain files (no security descriptor, attributes, short name, named
+/// streams or Windows times).
 fn plan(
     tree: &Tree,
     changes: &[FileChange],
     stage: &Path,
+    keeper: &mut Keeper<'_>,
 ) -> Result<(Vec<UpdateCmd>, Vec<String>)> {
+    let original = tree;
     let mut tree = tree.clone();
     let mut cmds = Vec::new();
     let mut staged = 0usize;
@@ -443,10 +490,17 @@ fn plan(
     for c in changes {
         match c {
             FileChange::Write { path, data } => {
-                add_file(&mut tree, &mut cmds, &mut stage_file, path, Some(data))?;
+                add_file(
+                    &mut tree,
+                    &mut cmds,
+                    &mut stage_file,
+                    keeper,
+                    path,
+                    Some(data),
+                )?;
             }
             FileChange::Truncate { path } => {
-                add_file(&mut tree, &mut cmds, &mut stage_file, path, None)?;
+                add_file(&mut tree, &mut cmds, &mut stage_file, keeper, path, None)?;
             }
             FileChange::Delete { path } => {
                 let key = norm(path);
@@ -535,16 +589,44 @@ fn plan(
             }
         }
     }
+    // Files that were in the image and went in as plain files: their
+    // metadata is lost.
     let replaced = cmds
         .iter()
         .filter_map(|c| match c {
-            UpdateCmd::Add { source, target, .. } if source.is_file() => {
+            UpdateCmd::Add {
+                source,
+                target,
+                flags,
+            } if source.is_file() && flags & keep::ADD_FLAG_NTFS == 0 => {
                 Some(target.trim_start_matches('/').replace('/', "\\"))
             }
             _ => None,
         })
+        .filter(|p: &String| original.contains_key(&norm(p)))
         .collect();
     Ok((cmds, replaced))
+}
+
+/// Splits update commands into calls: each add from an NTFS volume alone,
+/// the commands between them together, in order.
+fn update_batches(cmds: &[UpdateCmd]) -> Vec<&[UpdateCmd]> {
+    let is_volume = |c: &UpdateCmd| matches!(c, UpdateCmd::Add { flags, .. } if flags & keep::ADD_FLAG_NTFS != 0);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in cmds.iter().enumerate() {
+        if is_volume(c) {
+            if start < i {
+                out.push(&cmds[start..i]);
+            }
+            out.push(&cmds[i..i + 1]);
+            start = i + 1;
+        }
+    }
+    if start < cmds.len() {
+        out.push(&cmds[start..]);
+    }
+    out
 }
 
 impl Backend for WimBackend {
@@ -604,11 +686,12 @@ impl Backend for WimBackend {
         let mut out = Vec::new();
         if !self.replaced.is_empty() {
             out.push(format!(
-                "{} file(s) replaced in the WIM ({}) lost their security descriptor, DOS attributes, \
-                 short (8.3) name, alternate data streams and timestamps: wimlib's update API \
-                 replaces the whole entry and has no call that sets them on an entry (when the \
+                "{} file(s) replaced in the WIM ({}) lost their security descriptor, DOS \
+                 attributes, short (8.3) name, alternate data streams and timestamps (when the \
                  image is applied they inherit the parent directory's ACL and get the time of \
-                 this run)",
+                 this run): keeping them goes through an NTFS-3G capture, which needs mkntfs \
+                 (Debian ntfs-3g) and a wimlib built with NTFS-3G support, and it was not \
+                 available or failed",
                 self.replaced.len(),
                 self.replaced.join(", ")
             ));
@@ -629,7 +712,22 @@ impl Backend for WimBackend {
         }
         let stage = TempDir::new()?;
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let (cmds, replaced) = plan(&state.tree, changes, stage.path())?;
+        let (cmds, replaced) = {
+            let (wim, image) = (&state.wim, state.image);
+            let can_keep = self.keep_metadata && keep::available();
+            let mut volumes = 0usize;
+            let mut keeper = |path: &str, old: u64, data: &[u8]| -> Option<PathBuf> {
+                if !can_keep {
+                    return None;
+                }
+                volumes += 1;
+                let vol = stage.path().join(format!("v{volumes}.ntfs"));
+                // Any failure falls back to a plain add, which the run
+                // report lists.
+                keep::stage(wim, image, path, old, data, &vol).ok()
+            };
+            plan(&state.tree, changes, stage.path(), &mut keeper)?
+        };
         let fail_before_write = self.fail_before_write;
         let first = changes[0].path().to_string();
         let dest = self.output.clone().unwrap_or_else(|| self.path.clone());
@@ -640,10 +738,15 @@ impl Backend for WimBackend {
                 .info()
                 .map_err(|e| commit_err(&first, "read the WIM header", e.to_string()))?
                 .has_integrity_table;
-            if !cmds.is_empty() {
+            // wimlib keys the inodes it captures by (inode number, device)
+            // across all the commands of one update call, and every scratch
+            // NTFS volume numbers its files from the same start: each volume
+            // goes in a call of its own, or its files would be taken for
+            // hard links of another volume's.
+            for batch in update_batches(&cmds) {
                 state
                     .wim
-                    .update(state.image, &cmds)
+                    .update(state.image, batch)
                     .map_err(|e| commit_err(&first, "update the image", e.to_string()))?;
             }
             if fail_before_write {

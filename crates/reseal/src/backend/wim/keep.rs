@@ -1,0 +1,122 @@
+//! Replacing a file in a WIM without losing its metadata.
+//!
+//! wimlib's update API replaces a whole entry, and an entry added from a
+//! Linux directory has no security descriptor, DOS attributes, short name,
+//! named streams or Windows timestamps. An entry added from an NTFS volume
+//! (wimlib's NTFS-3G capture mode) has all of them. So, for each file to
+//! replace:
+//!
+//! 1. a scratch NTFS volume is made (`mkntfs`, in a private temp dir);
+//! 2. wimlib extracts the file into it in NTFS-3G mode, which lays down its
+//!    data, security descriptor, attributes, short name, named streams and
+//!    timestamps, and its parent directories;
+//! 3. the file's data is replaced in place through libntfs-3g
+//!    ([`crate::ntfs3g`]), leaving every other attribute, times included;
+//! 4. the commit adds the volume at the image root in NTFS-3G mode:
+//!    directories already in the image are merged (they keep their own
+//!    metadata) and the file replaces the old entry.
+//!
+//! When a step is unavailable (no `mkntfs`, or a wimlib built without
+//! NTFS-3G support) the caller falls back to a plain add and reports what
+//! was lost.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::ffi::{self, Wim};
+use crate::disk::Access;
+use crate::disk::raw::RawDisk;
+use crate::ntfs3g::NtfsWriter;
+use crate::{ResealError, Result};
+
+/// `WIMLIB_EXTRACT_FLAG_NTFS`: the target is an NTFS volume image.
+const EXTRACT_FLAG_NTFS: i32 = 0x1;
+/// `WIMLIB_ADD_FLAG_NTFS`: the source is an NTFS volume image.
+pub(super) const ADD_FLAG_NTFS: i32 = 0x1;
+/// `WIMLIB_ADD_FLAG_NO_ACLS`: capture no security descriptors.
+pub(super) const ADD_FLAG_NO_ACLS: i32 = 0x20;
+
+/// Whether `mkntfs` can be run.
+pub(super) fn available() -> bool {
+    Command::new("mkntfs")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn fail(path: &str, action: &'static str, message: impl std::fmt::Display) -> ResealError {
+    ResealError::CommitFailed {
+        path: path.to_string(),
+        action,
+        message: message.to_string(),
+    }
+}
+
+/// Size of a scratch volume for a file of `old` bytes replaced by `new`
+/// bytes: both, plus room for NTFS metadata, rounded to 1 MiB.
+fn volume_size(old: u64, new: u64) -> u64 {
+    let need = old + new + (old + new) / 8 + (16 << 20);
+    need.div_ceil(1 << 20) << 20
+}
+
+/// Makes the scratch volume `vol` for the image file `path` (`\`-separated,
+/// stored case) whose new contents are `data`: the old entry extracted by
+/// wimlib in NTFS-3G mode, then its data replaced with times kept.
+/// Returns the volume to add at the image root with [`ADD_FLAG_NTFS`].
+pub(super) fn stage(
+    wim: &Wim,
+    image: i32,
+    path: &str,
+    old_size: u64,
+    data: &[u8],
+    vol: &Path,
+) -> Result<PathBuf> {
+    let f = std::fs::File::create(vol).map_err(|e| fail(path, "create a scratch volume", e))?;
+    f.set_len(volume_size(old_size, data.len() as u64))
+        .map_err(|e| fail(path, "size a scratch volume", e))?;
+    drop(f);
+    let out = Command::new("mkntfs")
+        .args(["-F", "-f", "-q", "-L", "reseal"])
+        .arg(vol)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(path, "run mkntfs", e))?;
+    if !out.status.success() {
+        return Err(fail(
+            path,
+            "make a scratch NTFS volume",
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    let wim_path = format!("/{}", path.replace('\\', "/"));
+    wim.extract_paths(
+        image,
+        vol,
+        &[wim_path],
+        EXTRACT_FLAG_NTFS | ffi::EXTRACT_FLAG_NORPFIX,
+    )
+    .map_err(|e| fail(path, "extract the old entry with its metadata", e))?;
+    let dev = RawDisk::open(vol, Access::ReadWrite)?;
+    let mut w = NtfsWriter::mount(dev, &vol.display().to_string()).map_err(|(e, _)| e)?;
+    w.set_keep_times(true);
+    let res = w.write_file(path, data);
+    let (unmounted, _) = w.unmount();
+    res?;
+    unmounted?;
+    Ok(vol.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_size_has_room_and_is_aligned() {
+        let s = volume_size(10 << 20, 12 << 20);
+        assert!(s >= (22 << 20) + (16 << 20));
+        assert_eq!(s % (1 << 20), 0);
+        assert!(volume_size(0, 0) >= 16 << 20);
+    }
+}
