@@ -136,13 +136,7 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
         report.outcome = Outcome::Done;
     }
     if !options.dry_run && !changes.is_empty() {
-        for i in &report.installs {
-            if let Some(s) = &i.sid {
-                if let (Ok(old), Ok(new)) = (s.old.parse::<Sid>(), s.new.parse::<Sid>()) {
-                    backend.rewrite_file_security(&old, &new);
-                }
-            }
-        }
+        request_file_security_rewrite(backend, &report);
         backend.commit(&changes)?;
         for i in &mut report.installs {
             if i.files_changed == 0 {
@@ -195,4 +189,17 @@ pub fn inspect(backend: &dyn Backend) -> Result<Vec<InstallReport>> {
             }
         })
         .collect())
+}
+
+/// Asks `backend` to rewrite, at its next commit, the file security that
+/// names the machine SIDs `report` changes (see
+/// [`Backend::rewrite_file_security`]).
+pub fn request_file_security_rewrite(backend: &mut dyn Backend, report: &RunReport) {
+    for i in &report.installs {
+        if let Some(s) = &i.sid {
+            if let (Ok(old), Ok(new)) = (s.old.parse::<Sid>(), s.new.parse::<Sid>()) {
+                backend.rewrite_file_security(&old, &new);
+            }
+        }
+    }
 }

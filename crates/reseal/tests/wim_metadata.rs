@@ -17,7 +17,8 @@ use reseal::generalize::generalize;
 use reseal::ntfs3g::{FileMetadata, NtfsWriter};
 use reseal::options::{GeneralizeOptions, SidChoice};
 use reseal_testkit::{
-    DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, build_disk_images, build_windows_root,
+    DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, SAMPLE_MACHINE_SID, build_disk_images,
+    build_windows_root,
 };
 
 fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> String {
@@ -44,6 +45,34 @@ fn sd() -> Vec<u8> {
     }
     out.extend_from_slice(&system);
     out.extend_from_slice(&admins);
+    out.extend(acl);
+    out
+}
+
+/// A descriptor owned by the sample machine's account RID 1001, with a
+/// DACL granting it full control: what a local user's files carry.
+fn user_sd() -> Vec<u8> {
+    let mut user = vec![1u8, 5, 0, 0, 0, 0, 0, 5];
+    for s in SAMPLE_MACHINE_SID
+        .trim_start_matches("S-1-5-")
+        .split('-')
+        .map(|x| x.parse::<u32>().unwrap())
+        .chain([1001])
+    {
+        user.extend_from_slice(&s.to_le_bytes());
+    }
+    let system = [1u8, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
+    let mut ace = vec![0u8, 0x03, 36, 0];
+    ace.extend_from_slice(&0x001F01FFu32.to_le_bytes());
+    ace.extend_from_slice(&user);
+    let mut acl = vec![2u8, 0, 44, 0, 1, 0, 0, 0];
+    acl.extend(ace);
+    let mut out = vec![1u8, 0, 0x04, 0x80];
+    for x in [20u32, 48, 0, 60] {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.extend(user);
+    out.extend_from_slice(&system);
     out.extend(acl);
     out
 }
@@ -85,6 +114,15 @@ fn ntfs_wim(dir: &Path) -> Option<PathBuf> {
     };
     w.set_metadata("Windows\\System32\\config\\SOFTWARE.LOG1", &log)
         .unwrap();
+    // A local user's hive (replaced by the run) and profile folder and a
+    // file in it (not replaced) name the machine SID.
+    for p in [
+        "Users\\alice\\NTUSER.DAT",
+        "Users\\alice",
+        "Windows\\System32\\config\\DEFAULT",
+    ] {
+        w.set_security(p, &user_sd()).unwrap();
+    }
     let (res, _) = w.unmount();
     res.unwrap();
     let wim = dir.join("ntfs.wim");
@@ -189,8 +227,46 @@ fn replaced_files_keep_their_metadata() {
             .any(|n| n.contains("lost their security descriptor")),
         "{notes:?}"
     );
+    // Entries the run did not replace keep descriptors naming the old SID,
+    // and the report lists them.
+    let acl_note = notes
+        .iter()
+        .find(|n| n.contains("not rewritten"))
+        .unwrap_or_else(|| panic!("{notes:?}"));
+    assert!(acl_note.contains("on 2 entries"), "{acl_note}");
+    assert!(
+        acl_note.contains("/Users/alice,") || acl_note.contains("/Users/alice ("),
+        "{acl_note}"
+    );
+    assert!(acl_note.contains("/Windows/System32/config/DEFAULT"), "{acl_note}");
+    assert!(!acl_note.contains("NTUSER.DAT"), "{acl_note}");
     drop(b);
     run("wimlib-imagex", &["verify".as_ref(), wim.as_os_str()]);
+    // The replaced hive's descriptor names the new SID, not the old one.
+    let (hive_meta, _) = detailed(&wim, "/Users/alice/NTUSER.DAT");
+    let sd_hex = hive_meta
+        .iter()
+        .find(|l| l.starts_with("Security Descriptor"))
+        .unwrap()
+        .clone();
+    let le_hex = |sid: &str| -> String {
+        sid.trim_start_matches("S-1-5-21-")
+            .split('-')
+            .map(|x| {
+                x.parse::<u32>()
+                    .unwrap()
+                    .to_le_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            })
+            .collect()
+    };
+    assert!(
+        sd_hex.contains(&le_hex("S-1-5-21-1111111111-2222222222-3333333333")),
+        "{sd_hex}"
+    );
+    assert!(!sd_hex.contains(&le_hex(SAMPLE_MACHINE_SID)), "{sd_hex}");
 
     for (p, (meta, text)) in paths.iter().zip(&before) {
         let (after, after_text) = detailed(&wim, p);

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::{ImageSelector, WimBackend, wim_err};
 use crate::backend::{Backend, DirEntry, FileChange};
 use crate::error::{ResealError, Result};
-use crate::generalize::generalize;
+use crate::generalize::{generalize, request_file_security_rewrite};
 use crate::ops::NotDone;
 use crate::options::GeneralizeOptions;
 use crate::progress::{Progress, ProgressEvent};
@@ -121,6 +121,7 @@ pub fn generalize_all_images_with_progress(
             if let Some(p) = &progress {
                 p.emit(ProgressEvent::Image { index: i, count });
             }
+            request_file_security_rewrite(&mut b, &report);
             if let Err(e) = b.commit(&changes) {
                 return Err(match e {
                     ResealError::CommitFailed {

@@ -719,6 +719,63 @@ impl Wim {
         Ok(out)
     }
 
+    /// The full paths of the image's entries whose security descriptor
+    /// `pred` accepts (the whole image, recursively).
+    pub fn paths_with_security(
+        &self,
+        image: i32,
+        pred: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Vec<String>, WimError> {
+        struct Ctx<'a> {
+            pred: &'a dyn Fn(&[u8]) -> bool,
+            out: Vec<String>,
+        }
+        extern "C" fn visit(d: *const DirEntryRaw, ctx: *mut c_void) -> c_int {
+            // SAFETY: wimlib passes a valid dentry for the duration of the
+            // call, and `ctx` is the `&mut Ctx` given below.
+            let (d, ctx) = unsafe { (&*d, &mut *(ctx as *mut Ctx<'_>)) };
+            if d.security_descriptor.is_null() || d.security_descriptor_size == 0 {
+                return 0;
+            }
+            // SAFETY: wimlib gives the descriptor's pointer and size, valid
+            // during the call.
+            let sd = unsafe {
+                std::slice::from_raw_parts(
+                    d.security_descriptor as *const u8,
+                    d.security_descriptor_size,
+                )
+            };
+            let hit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (ctx.pred)(sd)))
+                .unwrap_or(false);
+            if hit && !d.full_path.is_null() {
+                // SAFETY: non-NULL NUL-terminated string valid during the call.
+                let p = unsafe { CStr::from_ptr(d.full_path) }.to_string_lossy();
+                ctx.out.push(p.into_owned());
+            }
+            0
+        }
+        let c = cstring("wimlib_iterate_dir_tree", b"/")?;
+        let mut ctx = Ctx {
+            pred,
+            out: Vec::new(),
+        };
+        // SAFETY: live WIMStruct, valid string, a callback matching
+        // wimlib_iterate_dir_tree_callback_t, and a context pointer that
+        // outlives the call.
+        let code = unsafe {
+            wimlib_iterate_dir_tree(
+                self.ptr,
+                image,
+                c.as_ptr(),
+                ITERATE_DIR_TREE_FLAG_RECURSIVE,
+                visit,
+                &mut ctx as *mut Ctx<'_> as *mut c_void,
+            )
+        };
+        check("wimlib_iterate_dir_tree", code)?;
+        Ok(ctx.out)
+    }
+
     /// Extracts image paths into the host directory `target`.
     pub fn extract_paths(
         &self,

@@ -16,6 +16,9 @@
 //!    directories already in the image are merged (they keep their own
 //!    metadata) and the file replaces the old entry.
 //!
+//! When the run changes the machine SID, the replaced file's descriptor is
+//! rewritten too (step 3), so it names the new SID.
+//!
 //! When a step is unavailable (no `mkntfs`, or a wimlib built without
 //! NTFS-3G support) the caller falls back to a plain add and reports what
 //! was lost.
@@ -28,6 +31,8 @@ use crate::disk::Access;
 use crate::disk::raw::RawDisk;
 use crate::ntfs3g::NtfsWriter;
 use crate::{ResealError, Result};
+use reseal_hive::Sid;
+use reseal_hive::security::{rewrite_descriptor_sids, validate_descriptor};
 
 /// `WIMLIB_EXTRACT_FLAG_NTFS`: the target is an NTFS volume image.
 const EXTRACT_FLAG_NTFS: i32 = 0x1;
@@ -72,6 +77,7 @@ pub(super) fn stage(
     old_size: u64,
     data: &[u8],
     vol: &Path,
+    sid: Option<&(Sid, Sid)>,
 ) -> Result<PathBuf> {
     let f = std::fs::File::create(vol).map_err(|e| fail(path, "create a scratch volume", e))?;
     f.set_len(volume_size(old_size, data.len() as u64))
@@ -101,11 +107,27 @@ pub(super) fn stage(
     let dev = RawDisk::open(vol, Access::ReadWrite)?;
     let mut w = NtfsWriter::mount(dev, &vol.display().to_string()).map_err(|(e, _)| e)?;
     w.set_keep_times(true);
-    let res = w.write_file(path, data);
+    let res = w.write_file(path, data).and_then(|()| match sid {
+        Some((old, new)) => rewrite_sid(&mut w, path, old, new),
+        None => Ok(()),
+    });
     let (unmounted, _) = w.unmount();
     res?;
     unmounted?;
     Ok(vol.to_path_buf())
+}
+
+/// Rewrites the machine SID `old` to `new` in the descriptor of `path`,
+/// when it names it.
+fn rewrite_sid(w: &mut NtfsWriter<RawDisk>, path: &str, old: &Sid, new: &Sid) -> Result<()> {
+    let sd = w.security(path)?;
+    if validate_descriptor(&sd).is_err() {
+        return Ok(());
+    }
+    if let Ok(Some((rewritten, _))) = rewrite_descriptor_sids(&sd, old, new) {
+        w.set_security(path, &rewritten)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ use std::sync::Mutex;
 use crate::backend::{Backend, DirEntry, FileChange};
 use crate::error::{ResealError, Result};
 use crate::progress::Progress;
+use reseal_hive::Sid;
+use reseal_hive::sid_scan::find_domain_sid;
 
 pub use ffi::WimError;
 use ffi::{UpdateCmd, Wim};
@@ -161,6 +163,12 @@ pub struct WimBackend {
     /// Image paths (stored case) the last successful commit replaced with
     /// new entries (written or truncated files).
     replaced: Vec<String>,
+    /// Machine SID change asked for the next commit (old, new).
+    sid: Option<(Sid, Sid)>,
+    /// After a commit with a SID change: entries whose descriptor still
+    /// names the old SID, and whether that scan ran.
+    acl_leftovers: Vec<String>,
+    sid_scanned: bool,
     /// Test hook: fail the commit after the update, before writing.
     fail_before_write: bool,
     /// Whether replaced files keep their metadata through an NTFS-3G
@@ -246,6 +254,9 @@ impl WimBackend {
             rebuild: false,
             state: Mutex::new(state),
             replaced: Vec::new(),
+            sid: None,
+            acl_leftovers: Vec::new(),
+            sid_scanned: false,
             fail_before_write: false,
             keep_metadata: true,
             progress: None,
@@ -697,13 +708,37 @@ impl Backend for WimBackend {
             ));
         }
         if sid_changed {
-            out.push(
-                "file ACLs naming the old machine SID inside the WIM's security data are not \
-                 rewritten: wimlib exposes no API to edit an image's security descriptor table"
-                    .to_string(),
-            );
+            let n = self.acl_leftovers.len();
+            if n > 0 || !self.sid_scanned {
+                const SHOWN: usize = 20;
+                let mut list = self.acl_leftovers[..n.min(SHOWN)].join(", ");
+                if n > SHOWN {
+                    list.push_str(&format!(", and {} more", n - SHOWN));
+                }
+                out.push(if self.sid_scanned {
+                    format!(
+                        "file ACLs naming the old machine SID inside the WIM are not rewritten on \
+                         {n} entr{} the run did not replace ({list}): wimlib has no call that \
+                         sets an existing entry's security descriptor (replaced files get theirs \
+                         rewritten)",
+                        if n == 1 { "y" } else { "ies" }
+                    )
+                } else {
+                    "file ACLs naming the old machine SID inside the WIM's security data are not \
+                     rewritten: wimlib has no call that sets an existing entry's security \
+                     descriptor"
+                        .to_string()
+                });
+            }
         }
         out
+    }
+
+    fn rewrite_file_security(&mut self, old: &Sid, new: &Sid) -> bool {
+        // Only the files the commit replaces get rewritten descriptors; the
+        // others are listed by commit_caveats.
+        self.sid = Some((old.clone(), new.clone()));
+        false
     }
 
     fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
@@ -714,6 +749,7 @@ impl Backend for WimBackend {
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let (cmds, replaced) = {
             let (wim, image) = (&state.wim, state.image);
+            let sid = self.sid.clone();
             let can_keep = self.keep_metadata && keep::available();
             let mut volumes = 0usize;
             let mut keeper = |path: &str, old: u64, data: &[u8]| -> Option<PathBuf> {
@@ -724,7 +760,7 @@ impl Backend for WimBackend {
                 let vol = stage.path().join(format!("v{volumes}.ntfs"));
                 // Any failure falls back to a plain add, which the run
                 // report lists.
-                keep::stage(wim, image, path, old, data, &vol).ok()
+                keep::stage(wim, image, path, old, data, &vol, sid.as_ref()).ok()
             };
             plan(&state.tree, changes, stage.path(), &mut keeper)?
         };
@@ -787,6 +823,15 @@ impl Backend for WimBackend {
             self.path = dest;
             self.output = None;
             self.replaced = replaced;
+            self.sid_scanned = false;
+            self.acl_leftovers.clear();
+            if let Some((old, _)) = self.sid.take() {
+                let pred = |sd: &[u8]| !find_domain_sid(sd, &old).is_empty();
+                if let Ok(paths) = state.wim.paths_with_security(state.image, &pred) {
+                    self.acl_leftovers = paths;
+                    self.sid_scanned = true;
+                }
+            }
         }
         result
     }
