@@ -4,7 +4,7 @@
 //! `wimlib-imagex dir --detailed` shows every replaced hive and emptied log
 //! with the same metadata as before and new contents; directories keep
 //! theirs; `wimlib-imagex verify` passes; the hives extracted by wimlib
-//! read with hivex.
+//! read with hivex; the image's XML last-modification time changes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -163,6 +163,28 @@ fn detailed(wim: &Path, path: &str) -> (Vec<String>, String) {
     (first, text)
 }
 
+/// The image's LASTMODIFICATIONTIME element from the WIM's XML data.
+fn last_modification(wim: &Path, dir: &Path) -> String {
+    let xml = dir.join("info.xml");
+    run(
+        "wimlib-imagex",
+        &[
+            "info".as_ref(),
+            wim.as_os_str(),
+            format!("--extract-xml={}", xml.display()).as_ref(),
+        ],
+    );
+    let raw = std::fs::read(&xml).unwrap();
+    let units: Vec<u16> = raw
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let text = String::from_utf16_lossy(&units);
+    let a = text.find("<LASTMODIFICATIONTIME>").unwrap();
+    let b = text[a..].find("</LASTMODIFICATIONTIME>").unwrap();
+    text[a..a + b].to_string()
+}
+
 fn hash_line(text: &str) -> String {
     let unnamed = &text[text.find("Unnamed data stream").unwrap_or(0)..];
     unnamed
@@ -206,6 +228,7 @@ fn replaced_files_keep_their_metadata() {
         before[0].1
     );
 
+    let modified_before = last_modification(&wim, tmp.path());
     let mut b = WimBackend::open(&wim, ImageSelector::Index(1)).unwrap();
     let report = generalize(
         &mut b,
@@ -238,10 +261,15 @@ fn replaced_files_keep_their_metadata() {
         acl_note.contains("/Users/alice,") || acl_note.contains("/Users/alice ("),
         "{acl_note}"
     );
-    assert!(acl_note.contains("/Windows/System32/config/DEFAULT"), "{acl_note}");
+    assert!(
+        acl_note.contains("/Windows/System32/config/DEFAULT"),
+        "{acl_note}"
+    );
     assert!(!acl_note.contains("NTUSER.DAT"), "{acl_note}");
     drop(b);
     run("wimlib-imagex", &["verify".as_ref(), wim.as_os_str()]);
+    // The image's XML info records the modification.
+    assert_ne!(last_modification(&wim, tmp.path()), modified_before);
     // The replaced hive's descriptor names the new SID, not the old one.
     let (hive_meta, _) = detailed(&wim, "/Users/alice/NTUSER.DAT");
     let sd_hex = hive_meta
