@@ -117,6 +117,50 @@ pub(super) fn stage(
     Ok(vol.to_path_buf())
 }
 
+/// One file to stage: its image path (stored case), old size and new
+/// contents.
+pub(super) struct Job<'a> {
+    /// Image path, `\`-separated, stored case.
+    pub path: String,
+    /// Size of the entry being replaced.
+    pub old_size: u64,
+    /// The new contents.
+    pub data: &'a [u8],
+}
+
+/// Threads staging at once: the work is mostly waiting for mkntfs and
+/// for libntfs-3g's syncs, so more than the cores.
+const STAGING_THREADS: usize = 8;
+
+/// Stages every job ([`stage`]) on a few threads, each with its own
+/// handle on the WIM at `wim_path` (wimlib handles are not shared between
+/// threads). Gives each job's volume, or `None` where staging failed.
+pub(super) fn stage_all(
+    wim_path: &Path,
+    image: i32,
+    jobs: &[Job<'_>],
+    dir: &Path,
+    sid: Option<&(Sid, Sid)>,
+) -> Vec<Option<PathBuf>> {
+    let mut out: Vec<Option<PathBuf>> = vec![None; jobs.len()];
+    let threads = STAGING_THREADS.min(jobs.len()).max(1);
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (t, (jobs, slots)) in jobs.chunks(chunk).zip(out.chunks_mut(chunk)).enumerate() {
+            scope.spawn(move || {
+                let Ok(wim) = Wim::open(wim_path) else {
+                    return;
+                };
+                for (i, (job, slot)) in jobs.iter().zip(slots.iter_mut()).enumerate() {
+                    let vol = dir.join(format!("v{t}-{i}.ntfs"));
+                    *slot = stage(&wim, image, &job.path, job.old_size, job.data, &vol, sid).ok();
+                }
+            });
+        }
+    });
+    out
+}
+
 /// Rewrites the machine SID `old` to `new` in the descriptor of `path`,
 /// when it names it.
 fn rewrite_sid(w: &mut NtfsWriter<RawDisk>, path: &str, old: &Sid, new: &Sid) -> Result<()> {

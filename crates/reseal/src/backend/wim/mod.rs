@@ -619,6 +619,40 @@ fn plan(
     Ok((cmds, replaced))
 }
 
+/// Identifies a write by its path and its data (the slice inside the
+/// change itself; empty data by its length alone).
+fn change_key(path: &str, data: &[u8]) -> (String, usize, usize) {
+    let at = if data.is_empty() {
+        0
+    } else {
+        data.as_ptr() as usize
+    };
+    (norm(path), at, data.len())
+}
+
+/// The writes and truncations in `changes` of files already in the image
+/// (by the tree before the changes), with the data each will get: what
+/// the planner will most likely replace.
+fn foreseen_replacements<'a>(tree: &Tree, changes: &'a [FileChange]) -> Vec<keep::Job<'a>> {
+    const EMPTY: &[u8] = &[];
+    changes
+        .iter()
+        .filter_map(|c| {
+            let (path, data) = match c {
+                FileChange::Write { path, data } => (path, data.as_slice()),
+                FileChange::Truncate { path } => (path, EMPTY),
+                _ => return None,
+            };
+            let n = tree.get(&norm(path)).filter(|n| !n.is_dir)?;
+            Some(keep::Job {
+                path: n.path.clone(),
+                old_size: n.size,
+                data,
+            })
+        })
+        .collect()
+}
+
 /// Splits update commands into calls: each add from an NTFS volume alone,
 /// the commands between them together, in order.
 fn update_batches(cmds: &[UpdateCmd]) -> Vec<&[UpdateCmd]> {
@@ -751,10 +785,29 @@ impl Backend for WimBackend {
             let (wim, image) = (&state.wim, state.image);
             let sid = self.sid.clone();
             let can_keep = self.keep_metadata && keep::available();
+            // The files this commit will replace, staged in parallel up
+            // front; the planner takes each one's volume when it gets to
+            // that change (identified by its data), and stages on the spot
+            // whatever it did not foresee.
+            let jobs: Vec<keep::Job<'_>> = if can_keep {
+                foreseen_replacements(&state.tree, changes)
+            } else {
+                Vec::new()
+            };
+            let staged = keep::stage_all(&self.path, image, &jobs, stage.path(), sid.as_ref());
+            let mut prepared: BTreeMap<(String, usize, usize), PathBuf> = BTreeMap::new();
+            for (j, v) in jobs.iter().zip(staged) {
+                if let Some(v) = v {
+                    prepared.insert(change_key(&j.path, j.data), v);
+                }
+            }
             let mut volumes = 0usize;
             let mut keeper = |path: &str, old: u64, data: &[u8]| -> Option<PathBuf> {
                 if !can_keep {
                     return None;
+                }
+                if let Some(v) = prepared.remove(&change_key(path, data)) {
+                    return Some(v);
                 }
                 volumes += 1;
                 let vol = stage.path().join(format!("v{volumes}.ntfs"));
