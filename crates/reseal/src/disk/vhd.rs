@@ -4,12 +4,28 @@
 //! allocation table (BAT) and the per-block sector bitmaps.
 //!
 //! Fixed, dynamic and differencing disks are read; fixed and dynamic disks
-//! and the child of a differencing disk are written. A write into an
-//! unallocated block appends a block (bitmap + data) where the footer was
-//! and rewrites the footer after it, then records the block in the BAT.
+//! and the child of a differencing disk are written.
+//!
+//! A write into unallocated blocks appends them where the footer was, in
+//! an order that keeps the file valid after a crash at any point:
+//!
+//! 1. the file is extended and the footer is written at the new end, then
+//!    flushed (the old footer, now inside the new space, is no longer the
+//!    last sector; the footer copy at the start is made to match the footer
+//!    once per open if it differs);
+//! 2. each block's sector bitmap and data (copied from the parent for a
+//!    differencing disk) and then the written bytes go into the new space;
+//! 3. the BAT entries are only kept in memory (reads see them) until
+//!    [`BlockDevice::flush`] (or drop): it flushes the blocks, writes the
+//!    BAT entries and flushes again.
+//!
+//! A BAT entry therefore never names a block whose bitmap and data are not
+//! durable; a crash before the BAT write leaves unreferenced space before
+//! the footer.
 
 use super::{Access, BlockDevice, ImageFile, be32, be64, check_range, utf16be, utf16le};
 use crate::{ResealError, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const SECTOR: u64 = 512;
@@ -46,6 +62,12 @@ pub struct VhdDisk {
     parent: Option<Box<dyn BlockDevice>>,
     parent_path: Option<PathBuf>,
     data_end: u64,
+    /// BAT entries of blocks allocated since the last flush, not yet
+    /// written to the file: block number to sector.
+    pending_bat: BTreeMap<u64, u32>,
+    /// Whether this open already made the footer copy at the start match
+    /// the footer.
+    footer_copy_checked: bool,
 }
 
 impl std::fmt::Debug for VhdDisk {
@@ -151,6 +173,8 @@ impl VhdDisk {
             parent: None,
             parent_path: None,
             data_end: foot_at,
+            pending_bat: BTreeMap::new(),
+            footer_copy_checked: false,
         };
         if kind == VhdType::Fixed {
             // A fixed disk whose data area is shorter than its size (seen
@@ -382,53 +406,94 @@ impl VhdDisk {
         Ok(())
     }
 
-    fn write_footers(&self, end_at: u64) -> Result<()> {
-        self.file.write(end_at, &self.footer)?;
-        if self.kind != VhdType::Fixed {
+    /// Makes the footer copy at the start of a dynamic or differencing
+    /// disk equal to the footer, once per open.
+    fn check_footer_copy(&mut self) -> Result<()> {
+        if self.footer_copy_checked || self.kind == VhdType::Fixed {
+            return Ok(());
+        }
+        let mut copy = [0u8; 512];
+        self.file.read(0, &mut copy, "VHD footer copy")?;
+        if copy != self.footer {
             self.file.write(0, &self.footer)?;
+        }
+        self.footer_copy_checked = true;
+        Ok(())
+    }
+
+    /// Appends a block for each of `blocks` (their data copied from the
+    /// parent for a differencing disk, zeros otherwise), moving the footer
+    /// after them; the BAT entries are staged until the next flush.
+    fn allocate(&mut self, blocks: &[u64]) -> Result<()> {
+        let (bs, bms) = match &self.sparse {
+            Some(s) => (s.block_size, s.bitmap_size),
+            None => return Ok(()),
+        };
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let flen = self.file.len()?;
+        let first = flen.saturating_sub(SECTOR).div_ceil(SECTOR) * SECTOR;
+        let per_block = bms + bs;
+        let last = (blocks.len() as u64 - 1) * per_block + first;
+        let sector = |start: u64| {
+            u32::try_from(start / SECTOR)
+                .ok()
+                .filter(|&s| s != UNALLOCATED)
+        };
+        let end = match (last.checked_add(per_block), sector(last)) {
+            (Some(end), Some(_)) if end < (1 << 62) => end,
+            _ => {
+                return Err(self.file.format_err(
+                    last,
+                    "VHD new block",
+                    "a sector number below 2^32",
+                    (last / SECTOR).to_string(),
+                ));
+            }
+        };
+        // The footer moves first, so that the file ends with a valid footer
+        // before the old one is overwritten.
+        self.file.set_len(end + SECTOR)?;
+        self.file.write(end, &self.footer)?;
+        self.file.sync()?;
+        self.check_footer_copy()?;
+        let bitmap = vec![0xFFu8; bms as usize];
+        for (i, &block) in blocks.iter().enumerate() {
+            let start = first + i as u64 * per_block;
+            self.file.write(start, &bitmap)?;
+            if self.parent.is_some() {
+                let mut data = vec![0u8; bs as usize];
+                self.read_parent(block * bs, &mut data)?;
+                self.file.write(start + bms, &data)?;
+            }
+            let Some(s) = sector(start) else { continue };
+            if let Some(sp) = &mut self.sparse {
+                if let Some(e) = sp.bat.get_mut(block as usize) {
+                    *e = s;
+                }
+            }
+            self.pending_bat.insert(block, s);
         }
         Ok(())
     }
 
-    /// Appends a block for `block` (its data copied from the parent for a
-    /// differencing disk, zeros otherwise) and records it in the BAT.
-    fn allocate(&mut self, block: u64) -> Result<u32> {
-        let (bs, bms, bat_offset) = match &self.sparse {
-            Some(s) => (s.block_size, s.bitmap_size, s.bat_offset),
-            None => return Ok(UNALLOCATED),
+    /// Writes the staged BAT entries once the blocks they name are durable.
+    fn commit_bat(&mut self) -> Result<()> {
+        if self.pending_bat.is_empty() {
+            return Ok(());
+        }
+        let Some(bat_offset) = self.sparse.as_ref().map(|s| s.bat_offset) else {
+            return Ok(());
         };
-        let flen = self.file.len()?;
-        let start = (flen - SECTOR).div_ceil(SECTOR) * SECTOR;
-        let sector = u32::try_from(start / SECTOR)
-            .ok()
-            .filter(|&s| s != UNALLOCATED)
-            .ok_or_else(|| {
-                self.file.format_err(
-                    start,
-                    "VHD new block",
-                    "a sector number below 2^32",
-                    (start / SECTOR).to_string(),
-                )
-            })?;
-        let mut data = Vec::new();
-        if self.parent.is_some() {
-            data = vec![0u8; bs as usize];
-            self.read_parent(block * bs, &mut data)?;
-        }
-        let bitmap = vec![0xFFu8; bms as usize];
-        self.file.write(start, &bitmap)?;
-        self.file.set_len(start + bms + bs)?;
-        if !data.is_empty() {
-            self.file.write(start + bms, &data)?;
-        }
-        self.write_footers(start + bms + bs)?;
         self.file.sync()?;
-        self.file
-            .write(bat_offset + 4 * block, &sector.to_be_bytes())?;
-        if let Some(s) = &mut self.sparse {
-            s.bat[block as usize] = sector;
+        for (&block, &sector) in &self.pending_bat {
+            self.file
+                .write(bat_offset + 4 * block, &sector.to_be_bytes())?;
         }
-        Ok(sector)
+        self.file.sync()?;
+        self.pending_bat.clear();
+        Ok(())
     }
 
     /// For a differencing disk: makes an allocated block hold all of its
@@ -518,19 +583,37 @@ impl BlockDevice for VhdDisk {
             }
             Some(s) => (s.block_size, s.bitmap_size),
         };
+        let first = offset / bs;
+        let last = (offset + buf.len() as u64).div_ceil(bs);
+        let missing: Vec<u64> = (first..last)
+            .filter(|&b| {
+                self.sparse
+                    .as_ref()
+                    .and_then(|s| s.bat.get(b as usize))
+                    .is_some_and(|&e| e == UNALLOCATED)
+            })
+            .collect();
+        self.allocate(&missing)?;
         let mut pos = 0usize;
         while pos < buf.len() {
             let at = offset + pos as u64;
             let block = at / bs;
             let in_block = at % bs;
             let n = ((bs - in_block) as usize).min(buf.len() - pos);
-            let mut entry = self
+            let entry = self
                 .sparse
                 .as_ref()
-                .map_or(UNALLOCATED, |s| s.bat[block as usize]);
+                .and_then(|s| s.bat.get(block as usize).copied())
+                .unwrap_or(UNALLOCATED);
             if entry == UNALLOCATED {
-                entry = self.allocate(block)?;
-            } else if self.parent.is_some() {
+                return Err(self.file.format_err(
+                    self.sparse.as_ref().map_or(0, |s| s.bat_offset + 4 * block),
+                    format!("VHD BAT entry {block}"),
+                    "an allocated block",
+                    "none",
+                ));
+            }
+            if self.parent.is_some() && !missing.contains(&block) {
                 self.materialize(block, entry)?;
             }
             let data = u64::from(entry) * SECTOR + bms;
@@ -541,6 +624,17 @@ impl BlockDevice for VhdDisk {
     }
 
     fn flush(&mut self) -> Result<()> {
+        self.commit_bat()?;
         self.file.sync()
+    }
+}
+
+impl Drop for VhdDisk {
+    fn drop(&mut self) {
+        if self.file.writable && !self.pending_bat.is_empty() {
+            // Nothing can report an error from here; callers that need to
+            // know call flush() first.
+            let _ = self.commit_bat();
+        }
     }
 }

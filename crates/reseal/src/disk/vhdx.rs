@@ -4,14 +4,37 @@
 //! the metadata region, and the log.
 //!
 //! A non-empty log is replayed before use: into the file when opened for
-//! writing (then the log is marked empty through a header update), in
-//! memory when opened read-only. A log that cannot be replayed is refused
-//! with an error naming the file and the log GUID.
+//! writing (the header first gets a new FileWriteGuid, then the entries are
+//! applied and flushed, then the log is marked empty through header
+//! updates), in memory when opened read-only. A log that cannot be replayed
+//! is refused with an error naming the file and the log GUID.
 //!
-//! Writes into blocks that are not fully present allocate a new 1 MiB
-//! aligned payload block at the end of the file. The order is: the block's
-//! data, then the BAT entry, then (once per open) the inactive header with
-//! a higher sequence number and new write GUIDs, which makes it current.
+//! Writing follows the update rules of the specification:
+//!
+//! 1. Before the first change of an open, the inactive header is rewritten
+//!    with the sequence number plus one, a new FileWriteGuid and a new
+//!    DataWriteGuid, and flushed; it becomes the current header. The update
+//!    is then repeated on the other copy, so both copies agree.
+//! 2. A write into a block that is not fully present gets a new 1 MiB
+//!    aligned payload block at the end of the file (holding the block's
+//!    previous contents for a differencing disk). The BAT entry for it is
+//!    only staged in memory, where reads already see it.
+//! 3. [`BlockDevice::flush`] (also run when too many BAT sectors are staged
+//!    to fit one log entry, and on drop) makes the staged BAT sectors
+//!    durable through the log: the payload data is flushed; a header update
+//!    sets a new LogGuid; the changed 4 KiB BAT sectors are written as one
+//!    log entry (entry header with sequence number, Tail, LogGuid,
+//!    FlushedFileOffset and LastFileOffset, data descriptors, data sectors,
+//!    CRC-32C) at the start of the log, and flushed; the sectors are written
+//!    to their place in the BAT and flushed; a last header update (made on
+//!    both copies) sets the LogGuid back to zero, marking the log empty.
+//!
+//! A crash at any point therefore leaves either the previous BAT (the new
+//! blocks are unreferenced space at the end of the file), or a log that the
+//! next open replays (here or in any other implementation), or the new BAT.
+//! A BAT entry never names a block whose data is not yet durable. Because
+//! the log is empty after every flush, read-only openers that refuse to
+//! replay (such as `qemu-img check` without `-r`) accept the file.
 
 use super::{Access, BlockDevice, Guid, ImageFile, check_range, crc32c, le16, le32, le64, utf16le};
 use crate::{ResealError, Result};
@@ -88,8 +111,25 @@ struct LogEntry {
     len: u64,
     tail: u64,
     seq: u64,
+    flushed_file_offset: u64,
     last_file_offset: u64,
     ops: Vec<LogOp>,
+}
+
+/// Most data sectors put in one log entry (and most BAT sectors staged
+/// before they are written through the log).
+const MAX_ENTRY_SECTORS: u64 = 1024;
+
+/// Where [`VhdxDisk::flush_then_crash`] stops a flush, leaving the file as
+/// a crash at that moment would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The new payload blocks and the log entry holding the BAT changes are
+    /// durable; the BAT itself is not changed yet.
+    AfterLogWrite,
+    /// The log entry was also applied to the BAT and flushed; the header
+    /// still names the log, so the next open replays it once more.
+    AfterApply,
 }
 
 /// An open VHDX file.
@@ -105,11 +145,24 @@ pub struct VhdxDisk {
     sector_size: u64,
     chunk_ratio: u64,
     bat_offset: u64,
+    /// Length of the BAT region in bytes.
+    bat_region_len: u64,
+    /// Offset and length of the metadata region.
+    meta_region: (u64, u64),
     bat: Vec<u64>,
+    /// Changed metadata sectors not yet written through the log, by 4 KiB
+    /// aligned file offset, with their new contents.
+    staged: BTreeMap<u64, Vec<u8>>,
+    /// Set once the disk was given up by [`VhdxDisk::flush_then_crash`]:
+    /// dropping it then writes nothing.
+    abandoned: bool,
     has_parent: bool,
     parent: Option<Box<dyn BlockDevice>>,
     parent_path: Option<PathBuf>,
-    header_bumped: bool,
+    /// Whether this open already gave the header a new FileWriteGuid.
+    file_guid_renewed: bool,
+    /// Whether this open already gave the header a new DataWriteGuid.
+    data_guid_renewed: bool,
     replayed: bool,
 }
 
@@ -200,11 +253,16 @@ impl VhdxDisk {
             sector_size: 0,
             chunk_ratio: 0,
             bat_offset: 0,
+            bat_region_len: 0,
+            meta_region: (0, 0),
             bat: Vec::new(),
+            staged: BTreeMap::new(),
+            abandoned: false,
             has_parent: false,
             parent: None,
             parent_path: None,
-            header_bumped: false,
+            file_guid_renewed: false,
+            data_guid_renewed: false,
             replayed: false,
         };
         if !disk.header.log_guid.is_nil() {
@@ -332,6 +390,7 @@ impl VhdxDisk {
             len,
             tail,
             seq,
+            flushed_file_offset: le64(&h, 48),
             last_file_offset: le64(&h, 56),
             ops,
         })
@@ -391,10 +450,27 @@ impl VhdxDisk {
         let Some((_, active)) = best else {
             // No valid sequence: the log holds nothing to replay.
             if self.file.writable {
-                self.write_header(Guid::default())?;
+                self.write_both_headers(Guid::default(), true, false)?;
             }
             return Ok(());
         };
+        if let Some(head) = active.last().and_then(|p| entries.get(p)) {
+            let real = self.file.len()?;
+            if real < head.flushed_file_offset {
+                return Err(self.log_err(
+                    lo + head.pos + 48,
+                    format!(
+                        "a file of at least FlushedFileOffset {} bytes, found {real} (truncated)",
+                        head.flushed_file_offset
+                    ),
+                ));
+            }
+        }
+        if self.file.writable {
+            // The header changes before anything else in the file does;
+            // the log stays named until every entry is applied.
+            self.write_header(self.header.log_guid, true, true)?;
+        }
         let mut new_len = self.file_len;
         let mut pages = 0usize;
         for p in &active {
@@ -453,16 +529,34 @@ impl VhdxDisk {
                 self.file.set_len(new_len)?;
             }
             self.file.sync()?;
-            self.write_header(Guid::default())?;
+            self.write_both_headers(Guid::default(), false, false)?;
         }
         self.file_len = new_len;
         self.replayed = true;
         Ok(())
     }
 
-    /// Writes the inactive header with sequence + 1, new write GUIDs and
-    /// the given log GUID, and makes it current.
-    fn write_header(&mut self, log_guid: Guid) -> Result<()> {
+    /// Updates the header twice, so that both copies hold the new state and
+    /// a damaged copy later still leaves a current header saying the same.
+    fn write_both_headers(
+        &mut self,
+        log_guid: Guid,
+        new_file_guid: bool,
+        new_data_guid: bool,
+    ) -> Result<()> {
+        self.write_header(log_guid, new_file_guid, new_data_guid)?;
+        self.write_header(log_guid, false, false)
+    }
+
+    /// Writes the inactive header with sequence + 1 and the given log GUID
+    /// (and, when asked, a new FileWriteGuid and/or DataWriteGuid), flushes
+    /// it and makes it current.
+    fn write_header(
+        &mut self,
+        log_guid: Guid,
+        new_file_guid: bool,
+        new_data_guid: bool,
+    ) -> Result<()> {
         let mut raw = self.header.raw.clone();
         let seq = self.header.seq.checked_add(1).ok_or_else(|| {
             self.file.format_err(
@@ -473,8 +567,12 @@ impl VhdxDisk {
             )
         })?;
         raw[8..16].copy_from_slice(&seq.to_le_bytes());
-        raw[16..32].copy_from_slice(&Guid::random()?.0);
-        raw[32..48].copy_from_slice(&Guid::random()?.0);
+        if new_file_guid {
+            raw[16..32].copy_from_slice(&Guid::random()?.0);
+        }
+        if new_data_guid {
+            raw[32..48].copy_from_slice(&Guid::random()?.0);
+        }
         raw[48..64].copy_from_slice(&log_guid.0);
         raw[4..8].fill(0);
         let crc = crc32c(&raw);
@@ -490,6 +588,8 @@ impl VhdxDisk {
             self.file
                 .format_err(slot, "VHDX header just written", "valid", e)
         })?;
+        self.file_guid_renewed |= new_file_guid;
+        self.data_guid_renewed |= new_data_guid;
         Ok(())
     }
 
@@ -572,6 +672,7 @@ impl VhdxDisk {
                 "one of them missing",
             ));
         };
+        self.meta_region = (meta_off, meta_len);
         self.read_metadata(meta_off, meta_len, depth)?;
         // BAT
         let payload = self.size.div_ceil(self.block_size);
@@ -592,6 +693,7 @@ impl VhdxDisk {
         self.fread(bat_off, &mut raw, "VHDX BAT")?;
         self.bat = raw.chunks_exact(8).map(|c| le64(c, 0)).collect();
         self.bat_offset = bat_off;
+        self.bat_region_len = bat_len;
         for (i, &e) in self.bat.iter().enumerate() {
             let i = i as u64;
             let state = e & 7;
@@ -954,13 +1056,212 @@ impl VhdxDisk {
         Ok(start)
     }
 
-    fn set_bat(&mut self, block: u64, off: u64) -> Result<()> {
+    /// Stages the BAT entry of `block` as fully present at `off`: reads
+    /// see it at once, the file gets it through the log on the next flush.
+    fn stage_bat(&mut self, block: u64, off: u64) -> Result<()> {
         let idx = self.bat_index(block);
         let e = off | PAYLOAD_FULLY_PRESENT;
-        self.file
-            .write(self.bat_offset + 8 * idx as u64, &e.to_le_bytes())?;
+        self.stage(self.bat_offset + 8 * idx as u64, &e.to_le_bytes())?;
         self.bat[idx] = e;
         Ok(())
+    }
+
+    /// Stages new bytes for a metadata range inside one 4 KiB sector.
+    fn stage(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let sector = offset - offset % PAGE;
+        let at = (offset - sector) as usize;
+        if at + bytes.len() > PAGE as usize {
+            return Err(self.file.format_err(
+                offset,
+                "VHDX metadata update",
+                "a range inside one 4 KiB sector",
+                format!("{} bytes", bytes.len()),
+            ));
+        }
+        if !self.staged.contains_key(&sector) {
+            let mut current = vec![0u8; PAGE as usize];
+            self.fread(sector, &mut current, "VHDX metadata sector")?;
+            self.staged.insert(sector, current);
+        }
+        if let Some(s) = self.staged.get_mut(&sector) {
+            s[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// The log region as a writer may use it: 1 MiB aligned, at least
+    /// 1 MiB, inside the file, clear of the header section, the BAT and the
+    /// metadata region.
+    fn log_region(&self) -> Result<(u64, u64)> {
+        let (lo, ll) = (self.header.log_offset, self.header.log_length);
+        let overlaps = |o: u64, l: u64| lo < o.saturating_add(l) && o < lo.saturating_add(ll);
+        let ok = ll >= MIB
+            && lo >= MIB
+            && lo % MIB == 0
+            && ll % MIB == 0
+            && lo.checked_add(ll).is_some_and(|e| e <= self.file_len)
+            && !overlaps(self.bat_offset, self.bat_region_len)
+            && !overlaps(self.meta_region.0, self.meta_region.1);
+        if ok {
+            Ok((lo, ll))
+        } else {
+            Err(self.file.format_err(
+                self.header.slot + 68,
+                "VHDX log region (needed to update the BAT)",
+                "a 1 MiB aligned log of at least 1 MiB inside the file, \
+                 clear of the header section, the BAT and the metadata region",
+                format!("{ll} bytes at {lo}"),
+            ))
+        }
+    }
+
+    /// Builds one log entry that writes `sectors` (file offset, 4 KiB of
+    /// new contents) and names the current header's LogGuid.
+    fn log_entry(
+        &self,
+        seq: u64,
+        tail: u64,
+        sectors: &[(u64, &[u8])],
+        sizes: (u64, u64),
+    ) -> Vec<u8> {
+        let n = sectors.len() as u64;
+        let head = desc_sectors(n) * PAGE;
+        let len = head + n * PAGE;
+        let mut e = vec![0u8; len as usize];
+        e[0..4].copy_from_slice(b"loge");
+        e[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+        e[12..16].copy_from_slice(&(tail as u32).to_le_bytes());
+        e[16..24].copy_from_slice(&seq.to_le_bytes());
+        e[24..28].copy_from_slice(&(n as u32).to_le_bytes());
+        e[32..48].copy_from_slice(&self.header.log_guid.0);
+        e[48..56].copy_from_slice(&sizes.0.to_le_bytes());
+        e[56..64].copy_from_slice(&sizes.1.to_le_bytes());
+        for (i, (offset, data)) in sectors.iter().enumerate() {
+            let d = 64 + 32 * i;
+            e[d..d + 4].copy_from_slice(b"desc");
+            e[d + 4..d + 8].copy_from_slice(&data[4092..4096]);
+            e[d + 8..d + 16].copy_from_slice(&data[0..8]);
+            e[d + 16..d + 24].copy_from_slice(&offset.to_le_bytes());
+            e[d + 24..d + 32].copy_from_slice(&seq.to_le_bytes());
+            let s = (head + PAGE * i as u64) as usize;
+            e[s..s + 4].copy_from_slice(b"data");
+            e[s + 4..s + 8].copy_from_slice(&((seq >> 32) as u32).to_le_bytes());
+            e[s + 8..s + 4092].copy_from_slice(&data[8..4092]);
+            e[s + 4092..s + 4096].copy_from_slice(&(seq as u32).to_le_bytes());
+        }
+        let crc = crc32c(&e);
+        e[4..8].copy_from_slice(&crc.to_le_bytes());
+        e
+    }
+
+    /// Makes the staged metadata sectors durable through the log (see the
+    /// module documentation). With `crash`, stops there and leaves the rest
+    /// undone.
+    fn commit_staged(&mut self, crash: Option<CrashPoint>) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let (lo, ll) = self.log_region()?;
+        // The payload blocks the new entries point at are durable first.
+        self.file.sync()?;
+        self.write_header(Guid::random()?, false, false)?;
+        let staged = std::mem::take(&mut self.staged);
+        let done = self.write_through_log(&staged, lo, ll, crash);
+        if done.is_err() || crash == Some(CrashPoint::AfterLogWrite) {
+            self.staged = staged;
+            return done;
+        }
+        if crash.is_some() {
+            return Ok(());
+        }
+        // Every entry is applied: the log is marked empty.
+        self.write_both_headers(Guid::default(), false, false)
+    }
+
+    /// Writes `staged` as log entries at the start of the log (as many
+    /// sectors per entry as fit), flushing each entry, then applying and
+    /// flushing its sectors.
+    fn write_through_log(
+        &self,
+        staged: &BTreeMap<u64, Vec<u8>>,
+        lo: u64,
+        ll: u64,
+        crash: Option<CrashPoint>,
+    ) -> Result<()> {
+        let real = self.file.len()?;
+        let sizes = (
+            real - real % MIB,
+            real.max(self.file_len).div_ceil(MIB) * MIB,
+        );
+        let sectors: Vec<(u64, &[u8])> = staged.iter().map(|(o, d)| (*o, d.as_slice())).collect();
+        let per_entry = entry_capacity(ll).max(1) as usize;
+        let (mut pos, mut seq) = (0u64, 1u64);
+        for group in sectors.chunks(per_entry) {
+            let n = group.len() as u64;
+            let len = (desc_sectors(n) + n) * PAGE;
+            if pos + len > ll {
+                pos = 0;
+            }
+            // Every earlier entry is applied, so this one is its own tail.
+            let entry = self.log_entry(seq, pos, group, sizes);
+            self.file.write(lo + pos, &entry)?;
+            self.file.sync()?;
+            if crash == Some(CrashPoint::AfterLogWrite) {
+                return Ok(());
+            }
+            for (offset, data) in group {
+                self.file.write(*offset, data)?;
+            }
+            self.file.sync()?;
+            pos = (pos + len) % ll;
+            seq += 1;
+        }
+        Ok(())
+    }
+
+    /// Runs [`BlockDevice::flush`] up to `point` and then gives the disk up
+    /// without writing anything more, leaving the file as a crash at that
+    /// moment would. This exists to test recovery; with nothing staged it
+    /// only flushes the data.
+    pub fn flush_then_crash(mut self, point: CrashPoint) -> Result<()> {
+        self.abandoned = true;
+        self.commit_staged(Some(point))
+    }
+
+    /// Updates the header as the first change of this open must: a new
+    /// DataWriteGuid (and FileWriteGuid, unless a replay already gave one).
+    fn begin_data_change(&mut self) -> Result<()> {
+        if !self.data_guid_renewed {
+            self.write_both_headers(self.header.log_guid, !self.file_guid_renewed, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Number of 4 KiB sectors that the entry header and `n` descriptors take.
+fn desc_sectors(n: u64) -> u64 {
+    (64 + 32 * n).div_ceil(PAGE)
+}
+
+/// How many data sectors one entry holds in a log of `log_len` bytes: the
+/// entry leaves one sector of the log unused, and holds at most
+/// [`MAX_ENTRY_SECTORS`].
+fn entry_capacity(log_len: u64) -> u64 {
+    let room = (log_len / PAGE).saturating_sub(1);
+    let mut n = room.min(MAX_ENTRY_SECTORS);
+    while n > 0 && desc_sectors(n) + n > room {
+        n -= 1;
+    }
+    n
+}
+
+impl Drop for VhdxDisk {
+    fn drop(&mut self) {
+        if self.file.writable && !self.abandoned && !self.staged.is_empty() {
+            // Nothing can report an error from here; callers that need to
+            // know call flush() first.
+            let _ = self.commit_staged(None);
+        }
     }
 }
 
@@ -989,6 +1290,16 @@ impl BlockDevice for VhdxDisk {
             plan.push((b, i, p, n));
             Ok(())
         })?;
+        let allocating = plan
+            .iter()
+            .any(|&(b, ..)| self.bat[self.bat_index(b)] & 7 != PAYLOAD_FULLY_PRESENT);
+        let per_entry = if allocating {
+            // Refuse before changing anything if the BAT cannot be updated.
+            entry_capacity(self.log_region()?.1).max(1)
+        } else {
+            u64::MAX
+        };
+        self.begin_data_change()?;
         for (block, in_block, pos, n) in plan {
             let e = self.bat[self.bat_index(block)];
             let chunk = &buf[pos..pos + n];
@@ -997,20 +1308,17 @@ impl BlockDevice for VhdxDisk {
             } else {
                 let start = self.allocate(block)?;
                 self.file.write(start + in_block, chunk)?;
-                self.file.sync()?;
-                self.set_bat(block, start)?;
-                self.file.sync()?;
+                self.stage_bat(block, start)?;
+                if self.staged.len() as u64 >= per_entry {
+                    self.commit_staged(None)?;
+                }
             }
-        }
-        if !self.header_bumped {
-            self.file.sync()?;
-            self.write_header(Guid::default())?;
-            self.header_bumped = true;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
+        self.commit_staged(None)?;
         self.file.sync()
     }
 }
