@@ -6,15 +6,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use reseal_testkit::{
-    SAMPLE_MACHINE_SID, VARIANTS, build_corpus_root, build_disk_images, build_wims,
-    build_windows_root, write_sample_software,
+    SAMPLE_MACHINE_SID, VARIANTS, build_corpus_root, build_disk_images, build_two_install_disk,
+    build_wims, build_windows_root, write_sample_software,
 };
 
 /// Writes the sample hive to `testdata/generated/` and the Windows roots to
 /// `target/fixtures/` (not committed; regenerate at will): `windows-root`,
 /// `variants/<finding>` (one root per preflight finding), `wim/` (the root
-/// captured into WIMs: LZX, XPRESS, LZMS, two images, solid ESD) and, when the shared
-/// corpus is present, `windows-root-corpus`.
+/// captured into WIMs: LZX, XPRESS, LZMS, two images, solid ESD), `disk/`
+/// (raw, VHD and VHDX of a GPT disk holding it, and a VHDX with two
+/// installs) and, when the shared corpus is present, `windows-root-corpus`.
 pub fn run() -> Result<()> {
     let root = crate::util::root();
     let dir = root.join("testdata/generated");
@@ -42,6 +43,12 @@ pub fn run() -> Result<()> {
     }
     for d in build_disk_images(&base, &out.join("disk"))? {
         println!("wrote {} (GPT disk, NTFS with windows-root)", d.display());
+    }
+    if let Some(d) = build_two_install_disk(&base, &base, &out.join("disk"))? {
+        println!(
+            "wrote {} (GPT disk, two NTFS partitions, windows-root on each)",
+            d.display()
+        );
     }
     for v in VARIANTS {
         let d = out.join("variants").join(v);
