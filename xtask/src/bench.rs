@@ -18,6 +18,8 @@ use crate::util::{self, step};
 
 #[path = "bench_devices.rs"]
 mod bench_devices;
+#[path = "bench_disk.rs"]
+mod bench_disk;
 #[path = "bench_sid.rs"]
 mod bench_sid;
 #[path = "bench_wim.rs"]
@@ -157,7 +159,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["devices"] => bench_devices::bench_devices(),
         ["sid"] => bench_sid::bench_sid(),
         ["wim"] => bench_wim::bench_wim(),
-        _ => bail!("usage: cargo xtask bench hive|devices|sid|wim"),
+        ["disk"] => bench_disk::bench_disk(),
+        _ => bail!("usage: cargo xtask bench hive|devices|sid|wim|disk"),
     }
 }
 

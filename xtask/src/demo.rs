@@ -2,8 +2,10 @@
 //! a sample Windows root the project builds itself from the recipes in
 //! `testdata/windows-root` (no outside data): inspect it, generalize a copy,
 //! print the report, run again to show nothing is left to do, and read the
-//! result back with an independent reader. Then it shows the hive engine on
-//! its own: check, dump, .reg import, SID rewrite and export.
+//! result back with an independent reader. Then the same sample as a VHDX
+//! disk and as a WIM, generalized in place and checked with qemu-img and
+//! wimlib-imagex. Then the hive engine on its own: check, dump, .reg
+//! import, SID rewrite and export.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +46,7 @@ pub fn build_reseal() -> Result<PathBuf> {
 pub fn run_demo(workdir: &Path) -> Result<()> {
     let reseal = build_reseal()?;
     generalize_demo(workdir, &reseal)?;
+    image_demo(workdir, &reseal)?;
     hive_demo(workdir, &reseal)
 }
 
@@ -115,6 +118,46 @@ fn generalize_demo(workdir: &Path, reseal: &Path) -> Result<()> {
         "hivexregedit sees ImageState = IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE, SYSTEM\\Setup armed for \
          windeploy, and no MachineGuid."
     );
+    Ok(())
+}
+
+/// The same root as a VHDX disk and as a WIM, generalized in place, and
+/// checked with qemu-img and wimlib-imagex.
+fn image_demo(workdir: &Path, reseal: &Path) -> Result<()> {
+    step("the same sample as a VHDX disk (GPT, NTFS) and as a WIM");
+    let original = workdir.join("windows-root-original");
+    let disks = fixtures::build_disk_images(&original, &workdir.join("disk"))?;
+    let wims = fixtures::build_wims(&original, &workdir.join("wim"))?;
+    let (Some(vhdx), Some(wim)) = (disks.get(2), wims.first()) else {
+        println!("skipped: disk or WIM tools missing");
+        return Ok(());
+    };
+    println!("{}\n{}", vhdx.display(), wim.display());
+
+    step("reseal generalize disk.vhdx (NTFS written through libntfs-3g, no mount)");
+    exec(Command::new(reseal).arg("generalize").arg(vhdx))?;
+    step("qemu-img check of the result");
+    exec(Command::new("qemu-img").arg("check").arg(vhdx))?;
+    step("reseal inspect reads the new machine SID back");
+    let text = output(Command::new(reseal).arg("inspect").arg(vhdx))?;
+    print!("{text}");
+    ensure!(
+        !text.contains(SAMPLE_MACHINE_SID),
+        "the VHDX still has the old machine SID"
+    );
+
+    step("reseal generalize install.wim (in place, by appending)");
+    exec(Command::new(reseal).arg("generalize").arg(wim))?;
+    step("wimlib-imagex verify, and the replaced SYSTEM hive's entry");
+    exec(Command::new("wimlib-imagex").arg("verify").arg(wim))?;
+    exec(
+        Command::new("wimlib-imagex")
+            .arg("dir")
+            .arg(wim)
+            .arg("1")
+            .arg("--detailed")
+            .arg("--path=/Windows/System32/config/SYSTEM"),
+    )?;
     Ok(())
 }
 

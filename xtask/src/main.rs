@@ -20,6 +20,7 @@ tasks:
   demo         setup, then show the hive engine at work on a hive it generates
   bench hive   benchmark the hive engine against other readers and writers (not yet)
   bench wim    benchmark generalizing a WIM against extract + hivexregedit + update
+  bench disk   benchmark generalizing a VHDX against qemu-img + ntfs-3g tools + hivexregedit
 ";
 
 fn main() -> ExitCode {

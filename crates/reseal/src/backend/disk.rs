@@ -609,6 +609,10 @@ impl Backend for DiskBackend {
         Ok(())
     }
 
+    fn rewrites_file_security(&self) -> bool {
+        true
+    }
+
     fn rewrite_file_security(&mut self, old: &Sid, new: &Sid) -> bool {
         self.file_security = Some((old.clone(), new.clone()));
         true
@@ -617,10 +621,12 @@ impl Backend for DiskBackend {
     fn commit_caveats(&self, sid_changed: bool) -> Vec<String> {
         let mut out = Vec::new();
         if let (true, Some(s)) = (sid_changed, &self.last_security) {
-            out.push(format!(
-                "file security: {} of {} files and directories named the old machine SID in {} distinct descriptor(s) and now name the new one; the old descriptors stay in $Secure, unreferenced (NTFS never removes $SDS entries)",
-                s.files, s.examined, s.descriptors
-            ));
+            if s.files > 0 {
+                out.push(format!(
+                    "file security: the {} file(s) and director(ies) (of {}) whose descriptors named the old machine SID now name the new one ({} distinct descriptor(s)); the old descriptors stay in $Secure, unreferenced (NTFS never removes $SDS entries)",
+                    s.files, s.examined, s.descriptors
+                ));
+            }
         }
         out
     }

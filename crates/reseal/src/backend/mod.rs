@@ -106,6 +106,11 @@ pub trait Backend: Send + Sync {
     /// Applies every change or none: on any failure the image is left as it
     /// was before the call.
     fn commit(&mut self, changes: &[FileChange]) -> Result<()>;
+    /// Whether [`rewrite_file_security`](Backend::rewrite_file_security)
+    /// covers every file and directory of the image (default: no).
+    fn rewrites_file_security(&self) -> bool {
+        false
+    }
     /// Asks the next [`commit`](Backend::commit) to also rewrite the file
     /// and directory security descriptors that name the machine SID `old`
     /// (or an account under it) so they name `new`, in the same

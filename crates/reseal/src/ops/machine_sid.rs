@@ -499,10 +499,12 @@ impl MachineSid {
             NAME,
             "DPAPI: local users' master keys (AppData\\Roaming\\Microsoft\\Protect\\<SID>) are bound to the old user SIDs; the folders were renamed, but secrets protected before (saved credentials, Wi-Fi and browser secrets, EFS private keys) can no longer be decrypted by local users",
         );
-        plan.not_done(
-            NAME,
-            "file security: this backend has no access to NTFS security descriptors ($Secure); files and folders owned by or granting access to local accounts still carry the old SID",
-        );
+        if !ctx.backend.rewrites_file_security() {
+            plan.not_done(
+                NAME,
+                "file security: this backend has no access to NTFS security descriptors ($Secure); files and folders owned by or granting access to local accounts still carry the old SID (the backend's notes say which, where it can tell)",
+            );
+        }
         plan.not_done(
             NAME,
             "Windows' own first-boot SID change (setupcl) is not armed: the SID was changed offline instead",
