@@ -111,7 +111,9 @@ fn index_all_generalizes_every_image() {
             .collect();
         // Replaced files keep their metadata: nothing reported as lost.
         assert!(
-            !backend.iter().any(|m| m.contains("lost their security descriptor")),
+            !backend
+                .iter()
+                .any(|m| m.contains("lost their security descriptor")),
             "{backend:?}"
         );
     }
