@@ -1,16 +1,67 @@
 //! `cargo xtask bench wim`: `reseal generalize X.wim` against the script a
 //! user would write today for the same registry effect (extract the hives
 //! with wimlib-imagex, merge a .reg with hivexregedit, put them back with
-//! wimlib-imagex update), on two WIMs that hold the same synthetic Windows
-//! root plus S1 and 10 x S1 of untouched incompressible files.
+//! wimlib-imagex update), on two WIMs that carry the same hives and S and
+//! 10 x S of untouched incompressible files.
+//!
+//! # Inputs
+//!
+//! * The Windows root. When the shared corpus is present (`RESEAL_CORPUS`
+//!   or `../shared/corpus`), the corpus root of `reseal-testkit`: real
+//!   Windows 10 SYSTEM (12 MB), SAM and SECURITY; here the demo user's
+//!   NTUSER.DAT and UsrClass.dat and the DEFAULT hive are also the real ones
+//!   of the same corpus machine (RathbunVM). Without the corpus the
+//!   synthetic root (hives of a few KB) is used, and the bench says so.
+//!   Dirty hives are recovered from their logs (`reseal hive replay`) and
+//!   their logs emptied before capture: hivexregedit does not replay logs,
+//!   and both sides must start from the same registry.
+//! * SOFTWARE: the corpus holds no real SOFTWARE hive, so the root's
+//!   SOFTWARE (synthetic) is grown to a real hive's size (that of a Windows
+//!   10 install is tens of MB) with filler keys under `BenchFiller`
+//!   (COM-class-like keys and values, imported with `reseal hive import`).
+//!   The bench prints the size and origin of every hive.
+//! * Untouched data: S MB of random bytes (incompressible) spread over
+//!   320 files in 16 folders under `Data`, S MB in the small WIM and 10 x S
+//!   in the large one; file count and hives are the same in both. Both are
+//!   captured with `wimlib-imagex capture` (LZX, the default), which is
+//!   setup, not measured.
+//!
+//! # Measurement
 //!
 //! Both sides run the operations `markers,identities` only: their changes
 //! are registry values and keys in SYSTEM and SOFTWARE plus two small marker
-//! files, which the script adds too. The script's .reg is built from
+//! files, which the script adds too. reseal runs with `--force`: the real
+//! SYSTEM has a pending PendingFileRenameOperations, which it refuses
+//! otherwise (the script checks nothing). The script's .reg is built from
 //! reseal's own `--dry-run --json` report of the same WIM, so both make the
-//! same changes; after the runs the hives of both results are exported and
-//! compared. Each run works on a fresh copy of the WIM (the copy is not
-//! timed). `RESEAL_BENCH_WIM_MB` sets S1 in MB (default 100).
+//! same changes. Each run works on a fresh copy of the WIM (copied and
+//! synced to disk before the clock starts). The runs are interleaved (small
+//! reseal, small script, large reseal, large script, then the other way
+//! round), so that a change of the machine's load weighs on all alike; the
+//! load average before and after is printed. Reported per tool and WIM:
+//! median wall time (and min-max), median CPU time (user + sys), the ratio
+//! script/reseal, peak RSS and how much the WIM grew. CPU time and peak RSS
+//! come from GNU time (`/usr/bin/time -f "%M %U %S"`); for the script they
+//! cover all its steps (the kernel accounts the waited-for descendants:
+//! peak RSS is that of the largest step). After the first run of each,
+//! `wimlib-imagex verify` must pass, and the SYSTEM and SOFTWARE hives of
+//! both results are exported and must be equal (values of a key sorted:
+//! hivexregedit reorders them); when they differ, both exports are left in
+//! `target/bench/wim` for a diff. The ratio reseal(large) / reseal(small)
+//! shows whether reseal's time grows with the untouched data.
+//!
+//! # Settings
+//!
+//! * `RESEAL_BENCH_WIM_MB`: S, in MB (default 300, so 300 MB and 3 GB).
+//! * `RESEAL_BENCH_RUNS`: runs per measurement (default 5).
+//! * `RESEAL_BENCH_SOFTWARE_MB`: size SOFTWARE is grown to, in MB (default
+//!   64; 0 leaves it as built).
+//! * `RESEAL_BENCH_KEEP=1`: keep the WIMs in `target/bench/wim` (a later
+//!   run with the same settings reuses them). By default every large file
+//!   is removed at the end, also after a failure.
+//!
+//! Disk: about 21 x S MB at the peak (both WIMs, and the large WIM's data
+//! tree while capturing or a working copy), all under `target/bench/wim`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,15 +72,23 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
-use super::{Measure, copy, measure, row, runs};
+use super::runs;
 use crate::demo::build_reseal;
 use crate::util::{self, output, step};
 
 const IMAGE: &str = "Windows 10 Pro";
 const OPERATIONS: &str = "markers,identities";
+/// `--force`: the real SYSTEM has a pending PendingFileRenameOperations,
+/// which reseal refuses unless forced (as sysprep would).
+const GENERALIZE: [&str; 4] = ["generalize", "--force", "--operations", OPERATIONS];
 const CONFIG: &str = "/Windows/System32/config";
-/// Size of each random file of the untouched data.
-const CHUNK: u64 = 50_000_000;
+/// Number of untouched files in each WIM, and the folders they are in.
+const FILES: u64 = 320;
+const FOLDERS: u64 = 16;
+/// The corpus machine whose user and DEFAULT hives go into the root.
+const RATHBUN: &str = "DFIRArtifactMuseum/Windows/Registry/Win10/RathbunVM";
+/// The key of SOFTWARE that holds the filler.
+const FILLER: &str = "BenchFiller";
 
 /// The hives the two operations edit: report name, file, .reg prefix.
 const HIVES: [(&str, &str, &str); 2] = [
@@ -37,12 +96,232 @@ const HIVES: [(&str, &str, &str); 2] = [
     ("software", "SOFTWARE", "HKEY_LOCAL_MACHINE\\SOFTWARE"),
 ];
 
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
 fn base_mb() -> u64 {
-    std::env::var("RESEAL_BENCH_WIM_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    env_u64("RESEAL_BENCH_WIM_MB")
         .filter(|&n| n > 0)
-        .unwrap_or(100)
+        .unwrap_or(300)
+}
+
+fn software_mb() -> u64 {
+    env_u64("RESEAL_BENCH_SOFTWARE_MB").unwrap_or(64)
+}
+
+fn keep() -> bool {
+    std::env::var_os("RESEAL_BENCH_KEEP").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+fn megabytes(bytes: u64) -> String {
+    if bytes < 1_000_000 {
+        format!("{:.0} KB", bytes as f64 / 1e3)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
+/// Copies `src` to `dst` and syncs it, so that no write-back of the copy
+/// overlaps the timed run.
+fn fresh_copy(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::copy(src, dst)
+        .with_context(|| format!("copy {} -> {}", src.display(), dst.display()))?;
+    std::fs::File::open(dst)?.sync_all()?;
+    Ok(())
+}
+
+/// Copies a corpus file (read-only) to `to`, writable like any hive.
+fn copy_writable(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::copy(from, to).with_context(|| format!("copy {}", from.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// A hive of the root, with where it comes from.
+struct HiveFile {
+    label: String,
+    path: PathBuf,
+    origin: String,
+}
+
+/// Builds the root into `root` and returns its hives; see the module
+/// documentation.
+fn build_root(reseal: &Path, root: &Path, scratch: &Path) -> Result<(bool, Vec<HiveFile>)> {
+    if root.exists() {
+        std::fs::remove_dir_all(root)?;
+    }
+    let corpus = reseal_testkit::corpus_dir();
+    let used = match &corpus {
+        Some(c) if reseal_testkit::build_corpus_root(root, c)? => Some(c.clone()),
+        _ => None,
+    };
+    let config = root.join("Windows/System32/config");
+    let demo = root.join("Users/demo");
+    let usrclass = "AppData/Local/Microsoft/Windows/UsrClass.dat";
+    let mut origin: BTreeMap<&str, String> = BTreeMap::new();
+    if let Some(corpus) = &used {
+        let rathbun = corpus.join(RATHBUN);
+        println!("Windows root: corpus root from {}", corpus.display());
+        let swaps = [
+            ("NTUSER.DAT", demo.join("NTUSER.DAT")),
+            ("ntuser.dat.LOG1", demo.join("ntuser.dat.LOG1")),
+            ("ntuser.dat.LOG2", demo.join("ntuser.dat.LOG2")),
+            ("UsrClass.dat", demo.join(usrclass)),
+            ("UsrClass.dat.LOG1", demo.join(format!("{usrclass}.LOG1"))),
+            ("UsrClass.dat.LOG2", demo.join(format!("{usrclass}.LOG2"))),
+            ("DEFAULT", config.join("DEFAULT")),
+            ("DEFAULT.LOG1", config.join("DEFAULT.LOG1")),
+            ("DEFAULT.LOG2", config.join("DEFAULT.LOG2")),
+        ];
+        if swaps.iter().all(|(f, _)| rathbun.join(f).is_file()) {
+            for (f, to) in &swaps {
+                copy_writable(&rathbun.join(f), to)?;
+            }
+            for h in ["NTUSER.DAT", "UsrClass.dat", "DEFAULT"] {
+                origin.insert(h, "real Windows 10 (corpus RathbunVM)".into());
+            }
+        }
+        origin.insert("SYSTEM", "real Windows 10 (corpus regipy SYSTEM_B)".into());
+        origin.insert("SAM", "real Windows 10 (corpus RathbunVM)".into());
+        origin.insert("SECURITY", "real Windows 10 (corpus RathbunVM)".into());
+    } else {
+        match &corpus {
+            Some(c) => println!(
+                "the corpus at {} lacks the hives the corpus root needs: \
+                 FALLING BACK to the synthetic root (hives of a few KB)",
+                c.display()
+            ),
+            None => println!(
+                "no corpus (RESEAL_CORPUS or ../shared/corpus): FALLING BACK to the \
+                 synthetic root (hives of a few KB)"
+            ),
+        }
+        reseal_testkit::build_windows_root(root, None)?;
+    }
+    let mut hives = Vec::new();
+    for name in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
+        hives.push(HiveFile {
+            label: name.into(),
+            path: config.join(name),
+            origin: origin.get(name).cloned().unwrap_or("synthetic".into()),
+        });
+    }
+    for (label, path) in [
+        ("NTUSER.DAT", demo.join("NTUSER.DAT")),
+        ("UsrClass.dat", demo.join(usrclass)),
+    ] {
+        if path.is_file() {
+            hives.push(HiveFile {
+                label: format!("{label} (Users\\demo)"),
+                path,
+                origin: origin.get(label).cloned().unwrap_or("synthetic".into()),
+            });
+        }
+    }
+    // Recover dirty hives, so that both sides start from the same registry.
+    for h in &mut hives {
+        let logs = reseal_hive::log::find_log_paths(&h.path);
+        let dirty = logs
+            .iter()
+            .any(|l| std::fs::metadata(l).map(|m| m.len() > 0).unwrap_or(false));
+        if !dirty {
+            continue;
+        }
+        let clean = scratch.join("replayed");
+        output(
+            Command::new(reseal)
+                .args(["hive", "replay"])
+                .arg(&h.path)
+                .arg("-o")
+                .arg(&clean),
+        )?;
+        std::fs::rename(&clean, &h.path)?;
+        for l in logs {
+            std::fs::File::create(l)?;
+        }
+        h.origin.push_str(", logs replayed");
+    }
+    let want = software_mb() * 1_000_000;
+    let software = &mut hives[1];
+    let before = std::fs::metadata(&software.path)?.len();
+    if want > before {
+        let t = Instant::now();
+        let keys = grow_software(reseal, &software.path, scratch, want)?;
+        software.origin.push_str(&format!(
+            " grown from {} with {keys} filler classes under {FILLER} ({:.0} s)",
+            megabytes(before),
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    Ok((used.is_some(), hives))
+}
+
+/// A GUID made from a counter (stable from run to run).
+fn guid(n: u64) -> String {
+    let mut x = n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut next = || {
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 29;
+        x
+    };
+    let (a, b) = (next(), next());
+    format!(
+        "{{{:08X}-{:04X}-{:04X}-{:04X}-{:012X}}}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Adds COM-class-like keys under `BenchFiller\GroupNNN` of the SOFTWARE
+/// hive at `hive` until the file is at least `want` bytes; returns how many.
+fn grow_software(reseal: &Path, hive: &Path, scratch: &Path, want: u64) -> Result<u64> {
+    const PREFIX: &str = "HKEY_LOCAL_MACHINE\\SOFTWARE";
+    let reg = scratch.join("filler.reg");
+    let mut n = 0u64;
+    let mut batch = 20_000u64;
+    loop {
+        let size = std::fs::metadata(hive)?.len();
+        if size >= want {
+            break;
+        }
+        if n > 0 {
+            // Bytes per class so far tell how many more are needed.
+            let per = (size as f64 / n as f64).max(1.0);
+            batch = (((want - size) as f64 / per) as u64 + 1).max(1000);
+        }
+        let mut s = String::from("Windows Registry Editor Version 5.00\n\n");
+        for i in n..n + batch {
+            let key = format!("{PREFIX}\\{FILLER}\\Group{:04}\\{}", i / 500, guid(i));
+            s.push_str(&format!(
+                "[{key}]\n@=\"Filler class {i}\"\n\"AppID\"=\"{}\"\n\n",
+                guid(i + (1 << 40))
+            ));
+            s.push_str(&format!(
+                "[{key}\\InprocServer32]\n@=\"C:\\\\Windows\\\\System32\\\\filler{i:06}.dll\"\n\
+                 \"ThreadingModel\"=\"Both\"\n\n"
+            ));
+        }
+        std::fs::write(&reg, s)?;
+        output(
+            Command::new(reseal)
+                .args(["hive", "import"])
+                .arg(hive)
+                .arg(&reg)
+                .args(["--prefix", PREFIX]),
+        )?;
+        n += batch;
+    }
+    let _ = std::fs::remove_file(&reg);
+    Ok(n)
 }
 
 /// Writes `bytes` of xorshift64* output to `path` (incompressible).
@@ -66,53 +345,51 @@ fn random_file(path: &Path, bytes: u64, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// Captures `root` plus `mb` MB of random files into `wim` (LZX), unless a
-/// stamp shows it was already made with that size.
-fn make_wim(root: &Path, dir: &Path, label: &str, mb: u64) -> Result<PathBuf> {
-    let wim = dir.join(format!("{label}.wim"));
-    let stamp = dir.join(format!("{label}.stamp"));
-    let want = format!("{mb} MB LZX, distinct files");
-    if wim.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
-        println!("reusing {} ({want} of other data)", wim.display());
-        return Ok(wim);
+/// Puts `mb` MB of random data in `FILES` files under `root/Data` (replacing
+/// what is there) and captures `root` into `wim` (LZX).
+fn capture(root: &Path, wim: &Path, mb: u64, salt: u64) -> Result<()> {
+    let data = root.join("Data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
     }
-    let tree = dir.join(format!("{label}-root"));
-    if tree.exists() {
-        std::fs::remove_dir_all(&tree)?;
-    }
-    reseal_testkit::copy_tree(root, &tree)?;
-    let data = tree.join("Data");
-    std::fs::create_dir_all(&data)?;
+    let t = Instant::now();
     let total = mb * 1_000_000;
-    let mut done = 0;
-    let mut i = 0;
-    while done < total {
-        let n = CHUNK.min(total - done);
-        // Distinct odd seeds: no two files alike (wimlib would store one).
-        let seed = 0x9e37_79b9_7f4a_7c15 ^ ((i + 1) << 1);
-        random_file(&data.join(format!("blob{i:03}.bin")), n, seed)?;
-        done += n;
-        i += 1;
+    for i in 0..FILES {
+        // Sizes differ by at most one byte; seeds differ, so no two files
+        // are alike (wimlib would store one).
+        let n = total / FILES + u64::from(i < total % FILES);
+        let folder = data.join(format!("Folder{:02}", i % FOLDERS));
+        std::fs::create_dir_all(&folder)?;
+        let seed = 0x9e37_79b9_7f4a_7c15 ^ (salt << 32) ^ ((i + 1) << 1);
+        random_file(&folder.join(format!("blob{i:03}.bin")), n, seed)?;
     }
-    let _ = std::fs::remove_file(&wim);
+    println!(
+        "wrote {mb} MB of random data in {FILES} files ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_file(wim);
     let t = Instant::now();
     println!(
         "$ wimlib-imagex capture {} {} '{IMAGE}' --compress=LZX",
-        tree.display(),
+        root.display(),
         wim.display()
     );
     output(
         Command::new("wimlib-imagex")
             .arg("capture")
-            .arg(&tree)
-            .arg(&wim)
+            .arg(root)
+            .arg(wim)
             .arg(IMAGE)
             .arg("--compress=LZX"),
     )?;
-    println!("captured in {:.1} s", t.elapsed().as_secs_f64());
-    std::fs::remove_dir_all(&tree)?;
-    std::fs::write(&stamp, want)?;
-    Ok(wim)
+    println!(
+        "captured {} ({}) in {:.1} s",
+        wim.display(),
+        megabytes(std::fs::metadata(wim)?.len()),
+        t.elapsed().as_secs_f64()
+    );
+    std::fs::remove_dir_all(&data)?;
+    Ok(())
 }
 
 /// A REGEDIT5 string for a key path or value name.
@@ -256,6 +533,7 @@ fn export_hives(reseal: &Path, wim: &Path, dir: &Path) -> Result<String> {
                 .arg(dir.join(file)),
         )?);
     }
+    std::fs::remove_dir_all(dir)?;
     Ok(normalized(&s))
 }
 
@@ -284,12 +562,107 @@ fn normalized(reg: &str) -> String {
     out
 }
 
-struct Sized {
-    label: String,
-    wim: PathBuf,
-    reseal: Measure,
-    script: Measure,
-    same: bool,
+/// `wimlib-imagex verify` of `wim`; fails when it does.
+fn verify(wim: &Path) -> Result<()> {
+    output(Command::new("wimlib-imagex").arg("verify").arg(wim))
+        .with_context(|| format!("wimlib-imagex verify {}", wim.display()))?;
+    Ok(())
+}
+
+/// One WIM of the bench.
+struct Wim {
+    label: &'static str,
+    other_mb: u64,
+    path: PathBuf,
+}
+
+/// Builds the root and captures the two WIMs, or reuses them when a kept
+/// pair was made with the same settings.
+fn make_wims(reseal: &Path, dir: &Path) -> Result<Vec<Wim>> {
+    let s = base_mb();
+    let wims = vec![
+        Wim {
+            label: "small",
+            other_mb: s,
+            path: dir.join("small.wim"),
+        },
+        Wim {
+            label: "large",
+            other_mb: 10 * s,
+            path: dir.join("large.wim"),
+        },
+    ];
+    let stamp = dir.join("wims.stamp");
+    let want = format!(
+        "corpus {:?}; SOFTWARE {} MB; other data {s} and {} MB in {FILES} files; LZX\n",
+        reseal_testkit::corpus_dir(),
+        software_mb(),
+        10 * s
+    );
+    let root = dir.join("windows-root");
+    let hive_sizes = dir.join("hives.txt");
+    if wims.iter().all(|w| w.path.is_file())
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str())
+    {
+        println!(
+            "reusing the kept WIMs in {} ({})",
+            dir.display(),
+            want.trim()
+        );
+        print!(
+            "{}",
+            std::fs::read_to_string(&hive_sizes).unwrap_or_default()
+        );
+        return Ok(wims);
+    }
+    let _ = std::fs::remove_file(&stamp);
+    let (from_corpus, hives) = build_root(reseal, &root, dir)?;
+    let mut listing = String::from("hives in both WIMs:\n");
+    for h in &hives {
+        listing.push_str(&format!(
+            "  {:<24} {:>9}  {}\n",
+            h.label,
+            megabytes(std::fs::metadata(&h.path)?.len()),
+            h.origin
+        ));
+    }
+    if !from_corpus {
+        listing.push_str("  (synthetic root: the corpus was not found)\n");
+    }
+    print!("{listing}");
+    std::fs::write(&hive_sizes, &listing)?;
+    for (i, w) in wims.iter().enumerate() {
+        capture(&root, &w.path, w.other_mb, i as u64)?;
+    }
+    std::fs::remove_dir_all(&root)?;
+    std::fs::write(&stamp, want)?;
+    Ok(wims)
+}
+
+/// Removes the large files of the bench from `dir`.
+fn clean_up(dir: &Path) {
+    let mut freed = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_file() && (name.ends_with(".wim") || name == "wims.stamp") {
+            freed += meta.len();
+            let _ = std::fs::remove_file(&p);
+        } else if meta.is_dir() && (name == "windows-root" || name == "script-tmp") {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+    println!(
+        "removed the WIMs ({}) from {} (RESEAL_BENCH_KEEP=1 keeps them)",
+        megabytes(freed),
+        dir.display()
+    );
 }
 
 pub fn bench_wim() -> Result<()> {
@@ -299,30 +672,23 @@ pub fn bench_wim() -> Result<()> {
     let reseal = build_reseal()?;
     let dir = util::root().join("target/bench/wim");
     std::fs::create_dir_all(&dir)?;
+    let result = run_bench(&reseal, &dir);
+    if !keep() {
+        clean_up(&dir);
+    }
+    result
+}
+
+fn run_bench(reseal: &Path, dir: &Path) -> Result<()> {
     step(&format!("preparing inputs in {}", dir.display()));
-    let root = dir.join("windows-root");
-    if root.exists() {
-        std::fs::remove_dir_all(&root)?;
-    }
-    reseal_testkit::build_windows_root(&root, None)?;
-    let s1 = base_mb();
-    let sizes = [("S1", s1), ("S2", 10 * s1)];
-    let mut wims = Vec::new();
-    for (label, mb) in sizes {
-        wims.push((label, mb, make_wim(&root, &dir, label, mb)?));
-    }
+    let wims = make_wims(reseal, dir)?;
 
     // The edits, from reseal's own plan for the same image.
     let report = output(
-        Command::new(&reseal)
-            .args([
-                "generalize",
-                "--dry-run",
-                "--json",
-                "--operations",
-                OPERATIONS,
-            ])
-            .arg(&wims[0].2),
+        Command::new(reseal)
+            .args(GENERALIZE)
+            .args(["--dry-run", "--json"])
+            .arg(&wims[0].path),
     )?;
     let (regs, file_paths) = reg_from_report(&report)?;
     for (name, reg) in &regs {
@@ -330,12 +696,8 @@ pub fn bench_wim() -> Result<()> {
     }
     // The marker files' contents, from a real reseal run on a copy.
     let work = dir.join("work.wim");
-    copy(&wims[0].2, &work)?;
-    output(
-        Command::new(&reseal)
-            .args(["generalize", "--operations", OPERATIONS])
-            .arg(&work),
-    )?;
+    fresh_copy(&wims[0].path, &work)?;
+    output(Command::new(reseal).args(GENERALIZE).arg(&work))?;
     let markers = dir.join("markers");
     if markers.exists() {
         std::fs::remove_dir_all(&markers)?;
@@ -354,7 +716,7 @@ pub fn bench_wim() -> Result<()> {
         let name = p.rsplit('/').next().unwrap_or(p);
         files.push((markers.join(name), p.clone()));
     }
-    let sh = script(&dir, &files);
+    let sh = script(dir, &files);
     std::fs::write(dir.join("script.sh"), &sh)?;
     let edits = regs
         .values()
@@ -371,84 +733,288 @@ pub fn bench_wim() -> Result<()> {
         dir.join("script.sh").display()
     );
 
+    // Runs, interleaved (small reseal, small script, large reseal, large
+    // script; the reverse order in odd rounds) so that a change of the
+    // machine's load during the bench weighs on every case alike.
     let tmp = dir.join("script-tmp");
-    let mut results = Vec::new();
-    for (label, mb, wim) in &wims {
-        let size = std::fs::metadata(wim)?.len() as f64 / 1e6;
-        let label = format!("{label}: {mb} MB other, WIM {size:.0} MB");
-        step(&format!("measuring {label}"));
-        let ours = measure(
-            || copy(wim, &work),
-            || {
-                let mut c = Command::new(&reseal);
-                c.args(["generalize", "--operations", OPERATIONS])
-                    .arg(&work);
-                c
-            },
-        )?;
-        let ours_out = export_hives(&reseal, &work, &dir.join("check-reseal"))?;
-        let theirs = measure(
-            || {
+    let timings = dir.join("time.txt");
+    let mut cases: Vec<Case> = Vec::new();
+    for w in &wims {
+        for tool in [Tool::Reseal, Tool::Script] {
+            cases.push(Case {
+                wim: w,
+                wim_bytes: std::fs::metadata(&w.path)?.len(),
+                tool,
+                runs: Vec::new(),
+                grew: 0,
+                export: None,
+            });
+        }
+    }
+    let n = runs();
+    let load_start = load_average();
+    step(&format!(
+        "measuring: {n} runs of each tool on each WIM, interleaved; load average {load_start}"
+    ));
+    for round in 0..n {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..cases.len()).collect()
+        } else {
+            (0..cases.len()).rev().collect()
+        };
+        for i in order {
+            let c = &mut cases[i];
+            if c.tool == Tool::Script {
                 if tmp.exists() {
                     std::fs::remove_dir_all(&tmp)?;
                 }
                 std::fs::create_dir_all(&tmp)?;
-                copy(wim, &work)
-            },
-            || {
-                let mut c = Command::new("bash");
-                c.arg("-c").arg(&sh).arg("script").arg(&work);
-                c
-            },
-        )?;
-        let theirs_out = export_hives(&reseal, &work, &dir.join("check-script"))?;
-        results.push(Sized {
-            label,
-            wim: wim.clone(),
-            reseal: ours,
-            script: theirs,
-            same: ours_out == theirs_out,
-        });
+            }
+            fresh_copy(&c.wim.path, &work)?;
+            let mut cmd = match c.tool {
+                Tool::Reseal => {
+                    let mut cmd = Command::new(reseal);
+                    cmd.args(GENERALIZE).arg(&work);
+                    cmd
+                }
+                Tool::Script => {
+                    let mut cmd = Command::new("bash");
+                    cmd.arg("-c").arg(&sh).arg("script").arg(&work);
+                    cmd
+                }
+            };
+            let run = timed(&mut cmd, &timings)?;
+            println!(
+                "round {}/{n}: {} WIM, {:<27} {:>7.2} s wall, {:>6.2} s CPU",
+                round + 1,
+                c.wim.label,
+                c.tool.name(),
+                run.wall_s,
+                run.cpu_s.unwrap_or(f64::NAN)
+            );
+            c.runs.push(run);
+            if c.export.is_none() {
+                // After the first run: the WIM must verify, and its hives
+                // are kept for the comparison.
+                c.grew = std::fs::metadata(&work)?.len().saturating_sub(c.wim_bytes);
+                verify(&work)?;
+                c.export = Some(export_hives(reseal, &work, &dir.join("check"))?);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&work);
+    let _ = std::fs::remove_file(&timings);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    let load_end = load_average();
+    for pair in cases.chunks(2) {
+        let (ours, theirs) = (
+            pair[0].export.as_deref().unwrap_or_default(),
+            pair[1].export.as_deref().unwrap_or_default(),
+        );
+        if ours != theirs {
+            let label = pair[0].wim.label;
+            let (a, b) = (
+                dir.join(format!("{label}-reseal.reg")),
+                dir.join(format!("{label}-script.reg")),
+            );
+            std::fs::write(&a, ours)?;
+            std::fs::write(&b, theirs)?;
+            let first = ours
+                .lines()
+                .zip(theirs.lines())
+                .position(|(x, y)| x != y)
+                .map_or("one is a prefix of the other".into(), |i| {
+                    format!("first difference at line {}", i + 1)
+                });
+            bail!(
+                "the script and reseal did not leave the same SYSTEM and SOFTWARE content \
+                 in the {label} WIM ({first}; diff {} {})",
+                a.display(),
+                b.display()
+            );
+        }
     }
 
     println!(
-        "\nruns per measurement: {} (RESEAL_BENCH_RUNS), each on a fresh copy of the WIM",
-        runs()
+        "\nall results pass wimlib-imagex verify; SYSTEM and SOFTWARE after reseal and \
+         after the script: same registry content (both WIMs)"
     );
-    println!(
-        "\n{:<34} {:<22} {:>13} {:>10} {:>12}",
-        "task", "tool", "median", "vs reseal", "peak RSS"
-    );
-    for r in &results {
-        row(&r.label, "reseal generalize", &r.reseal, None);
-        row(&r.label, "extract+hivex+update", &r.script, Some(&r.reseal));
-    }
-    println!();
-    for r in &results {
+    for w in &wims {
         println!(
-            "{}: {} — hives after both: {}",
-            r.label,
-            r.wim.display(),
-            if r.same {
-                "same registry content"
-            } else {
-                "DIFFERENT registry content"
-            }
+            "{} WIM: {} ({} MB of other data in {FILES} files)",
+            w.label,
+            megabytes(std::fs::metadata(&w.path)?.len()),
+            w.other_mb
         );
     }
-    let (a, b) = (&results[0], &results[1]);
     println!(
-        "reseal S2/S1 time: {:.2} (10x untouched data); script S2/S1: {:.2}",
-        b.reseal.median_ms / a.reseal.median_ms,
-        b.script.median_ms / a.script.median_ms
+        "runs: {n} per cell (RESEAL_BENCH_RUNS), each on a fresh copy of the WIM; \
+         operations {OPERATIONS}; wall time median (min-max)"
     );
     println!(
-        "machine: {} cores; WIMs captured with LZX",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "\n{:<6} {:<28} {:>8} {:>15} {:>9} {:>10} {:>10} {:>10}",
+        "WIM", "tool", "median", "min-max", "CPU", "vs reseal", "peak RSS", "WIM grew"
     );
-    ensure!(
-        results.iter().all(|r| r.same),
-        "the script and reseal did not leave the same registry content"
+    for pair in cases.chunks(2) {
+        let base = median(pair[0].runs.iter().map(|r| r.wall_s));
+        for c in pair {
+            let wall = median(c.runs.iter().map(|r| r.wall_s));
+            let lo = c
+                .runs
+                .iter()
+                .map(|r| r.wall_s)
+                .fold(f64::INFINITY, f64::min);
+            let hi = c.runs.iter().map(|r| r.wall_s).fold(0.0, f64::max);
+            let cpu = c
+                .runs
+                .iter()
+                .map(|r| r.cpu_s)
+                .collect::<Option<Vec<_>>>()
+                .map_or("-".into(), |v| format!("{:.2} s", median(v.into_iter())));
+            let peak = c
+                .runs
+                .iter()
+                .filter_map(|r| r.peak_kib)
+                .max()
+                .map_or("-".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
+            println!(
+                "{:<6} {:<28} {:>6.2} s {:>15} {:>9} {:>10} {:>10} {:>10}",
+                c.wim.label,
+                c.tool.name(),
+                wall,
+                format!("({lo:.2}-{hi:.2})"),
+                cpu,
+                format!("{:.2}x", wall / base),
+                peak,
+                megabytes(c.grew)
+            );
+        }
+    }
+    let med = |i: usize| median(cases[i].runs.iter().map(|r| r.wall_s));
+    let cpu = |i: usize| {
+        cases[i]
+            .runs
+            .iter()
+            .map(|r| r.cpu_s)
+            .collect::<Option<Vec<_>>>()
+            .map(|v| median(v.into_iter()))
+    };
+    println!(
+        "\nreseal large/small: {:.2} (wall), {} (CPU) with 10x the untouched data; \
+         script large/small: {:.2} (wall)",
+        med(2) / med(0),
+        match (cpu(2), cpu(0)) {
+            (Some(a), Some(b)) => format!("{:.2}", a / b),
+            _ => "-".into(),
+        },
+        med(3) / med(1)
+    );
+    println!(
+        "script/reseal: small {:.2}x, large {:.2}x",
+        med(1) / med(0),
+        med(3) / med(2)
+    );
+    println!(
+        "machine: {} cores; load average before {}, after {load_end}; peak RSS and CPU \
+         (user+sys) by GNU time, for the script over all its steps",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_start
     );
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Reseal,
+    Script,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Reseal => "reseal generalize",
+            Tool::Script => "extract+hivexregedit+update",
+        }
+    }
+}
+
+/// One tool on one WIM: its runs, how much the WIM grew, and the exported
+/// hives after its first run.
+struct Case<'a> {
+    wim: &'a Wim,
+    wim_bytes: u64,
+    tool: Tool,
+    runs: Vec<Run>,
+    grew: u64,
+    export: Option<String>,
+}
+
+/// One timed run: wall time, and CPU time and peak RSS when GNU time is
+/// there.
+struct Run {
+    wall_s: f64,
+    cpu_s: Option<f64>,
+    peak_kib: Option<u64>,
+}
+
+fn median(v: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "-".into())
+}
+
+/// Runs `cmd` (output discarded, standard error kept for a failure) under
+/// GNU time when present, writing its figures to `figures`.
+fn timed(cmd: &mut Command, figures: &Path) -> Result<Run> {
+    let gnu_time = Path::new("/usr/bin/time").is_file();
+    let program = cmd.get_program().to_owned();
+    let mut run = if gnu_time {
+        let _ = std::fs::remove_file(figures);
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "%M %U %S", "-o"]).arg(figures);
+        c.arg(cmd.get_program()).args(cmd.get_args());
+        c
+    } else {
+        std::mem::replace(cmd, Command::new("true"))
+    };
+    run.stdout(std::process::Stdio::null());
+    let t = Instant::now();
+    let out = run.output().context("running a measured command")?;
+    let wall_s = t.elapsed().as_secs_f64();
+    ensure!(
+        out.status.success(),
+        "{program:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut r = Run {
+        wall_s,
+        cpu_s: None,
+        peak_kib: None,
+    };
+    if gnu_time {
+        let s = std::fs::read_to_string(figures)?;
+        let f: Vec<&str> = s.lines().last().unwrap_or("").split_whitespace().collect();
+        if let [m, u, s] = f[..] {
+            r.peak_kib = m.parse().ok();
+            r.cpu_s = match (u.parse::<f64>(), s.parse::<f64>()) {
+                (Ok(u), Ok(s)) => Some(u + s),
+                _ => None,
+            };
+        }
+    }
+    Ok(r)
 }
