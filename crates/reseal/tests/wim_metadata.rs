@@ -268,6 +268,19 @@ fn replaced_files_keep_their_metadata() {
     assert!(!acl_note.contains("NTUSER.DAT"), "{acl_note}");
     drop(b);
     run("wimlib-imagex", &["verify".as_ref(), wim.as_os_str()]);
+    // Nothing stray came along with the replaced files.
+    for p in [
+        "/Windows/System32/config/Windows",
+        "/Users/alice/Users",
+        "/Windows/Windows",
+    ] {
+        let out = Command::new("wimlib-imagex")
+            .args(["dir".as_ref(), wim.as_os_str(), "1".as_ref()])
+            .arg(format!("--path={p}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{p} exists in the image");
+    }
     // The image's XML info records the modification.
     assert_ne!(last_modification(&wim, tmp.path()), modified_before);
     // The replaced hive's descriptor names the new SID, not the old one.

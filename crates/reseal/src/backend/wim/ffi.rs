@@ -354,6 +354,32 @@ pub struct TreeEntry {
     pub has_security: bool,
 }
 
+/// The metadata of one entry ([`Wim::entry_metadata`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryMetadata {
+    /// Self-relative security descriptor, if the entry has one.
+    pub security: Option<Vec<u8>>,
+    /// FILE_ATTRIBUTE_* bits.
+    pub attributes: u32,
+    /// Creation, last write and last access times (NT time: 100 ns since
+    /// 1601).
+    pub times: (u64, u64, u64),
+    /// The 8.3 short name, if any.
+    pub short_name: Option<String>,
+    /// Number of named data streams.
+    pub named_streams: u32,
+    /// Reparse tag (0 when not a reparse point).
+    pub reparse_tag: u32,
+}
+
+/// A `struct timespec` from wimlib as NT time.
+fn nt_time(t: &Timespec) -> u64 {
+    const UNIX_EPOCH_AS_NT_SECONDS: i64 = 11_644_473_600;
+    let secs = t.tv_sec.saturating_add(UNIX_EPOCH_AS_NT_SECONDS).max(0) as u64;
+    secs.saturating_mul(10_000_000)
+        .saturating_add((t.tv_nsec.max(0) as u64) / 100)
+}
+
 /// One update command, in Rust form.
 #[derive(Debug, Clone)]
 pub enum UpdateCmd {
@@ -717,6 +743,67 @@ impl Wim {
         };
         check("wimlib_iterate_dir_tree", code)?;
         Ok(out)
+    }
+
+    /// The metadata of the entry at `path`.
+    pub fn entry_metadata(&self, image: i32, path: &str) -> Result<EntryMetadata, WimError> {
+        extern "C" fn take(d: *const DirEntryRaw, ctx: *mut c_void) -> c_int {
+            // SAFETY: wimlib passes a valid dentry for the duration of the
+            // call, and `ctx` is the `&mut Option<EntryMetadata>` below.
+            let (d, out) = unsafe { (&*d, &mut *(ctx as *mut Option<EntryMetadata>)) };
+            let security = (!d.security_descriptor.is_null() && d.security_descriptor_size > 0)
+                .then(|| {
+                    // SAFETY: pointer and size from wimlib, valid during the call.
+                    unsafe {
+                        std::slice::from_raw_parts(
+                            d.security_descriptor as *const u8,
+                            d.security_descriptor_size,
+                        )
+                    }
+                    .to_vec()
+                });
+            let short_name = (!d.dos_name.is_null())
+                // SAFETY: non-NULL NUL-terminated string valid during the call.
+                .then(|| {
+                    unsafe { CStr::from_ptr(d.dos_name) }
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .filter(|s| !s.is_empty());
+            *out = Some(EntryMetadata {
+                security,
+                attributes: d.attributes,
+                times: (
+                    nt_time(&d.creation_time),
+                    nt_time(&d.last_write_time),
+                    nt_time(&d.last_access_time),
+                ),
+                short_name,
+                named_streams: d.num_named_streams,
+                reparse_tag: d.reparse_tag,
+            });
+            0
+        }
+        let c = cstring("wimlib_iterate_dir_tree", path.as_bytes())?;
+        let mut out: Option<EntryMetadata> = None;
+        // SAFETY: live WIMStruct, valid string, a matching callback, and a
+        // context pointer that outlives the call.
+        let code = unsafe {
+            wimlib_iterate_dir_tree(
+                self.ptr,
+                image,
+                c.as_ptr(),
+                0,
+                take,
+                &mut out as *mut Option<EntryMetadata> as *mut c_void,
+            )
+        };
+        check("wimlib_iterate_dir_tree", code)?;
+        out.ok_or(WimError {
+            call: "wimlib_iterate_dir_tree",
+            code: 0,
+            message: format!("{path}: no entry"),
+        })
     }
 
     /// The full paths of the image's entries whose security descriptor

@@ -7,14 +7,18 @@
 //! replace:
 //!
 //! 1. a scratch NTFS volume is made (`mkntfs`, in a private temp dir);
-//! 2. wimlib extracts the file into it in NTFS-3G mode, which lays down its
-//!    data, security descriptor, attributes, short name, named streams and
-//!    timestamps, and its parent directories;
+//! 2. the file is made in it with the old entry's security descriptor,
+//!    attributes, short name and timestamps (read with
+//!    `wimlib_iterate_dir_tree`); an entry with named streams or a reparse
+//!    point is instead extracted by wimlib in NTFS-3G mode, which lays all
+//!    of it down;
 //! 3. the file's data is replaced in place through libntfs-3g
 //!    ([`crate::ntfs3g`]), leaving every other attribute, times included;
-//! 4. the commit adds the volume at the image root in NTFS-3G mode:
-//!    directories already in the image are merged (they keep their own
-//!    metadata) and the file replaces the old entry.
+//! 4. the commit adds the volume, whose root holds just that file, at the
+//!    file's parent directory in NTFS-3G mode: the directory is merged (it
+//!    keeps its own metadata) and the file replaces the old entry. (Not at
+//!    the image root: wimlib re-reads the image's SOFTWARE and SYSTEM hives
+//!    after every add at the root.)
 //!
 //! When the run changes the machine SID, the replaced file's descriptor is
 //! rewritten too (step 3), so it names the new SID.
@@ -29,7 +33,7 @@ use std::process::{Command, Stdio};
 use super::ffi::{self, Wim};
 use crate::disk::Access;
 use crate::disk::raw::RawDisk;
-use crate::ntfs3g::NtfsWriter;
+use crate::ntfs3g::{FileMetadata, NtfsWriter};
 use crate::{ResealError, Result};
 use reseal_hive::Sid;
 use reseal_hive::security::{rewrite_descriptor_sids, validate_descriptor};
@@ -69,7 +73,8 @@ fn volume_size(old: u64, new: u64) -> u64 {
 /// Makes the scratch volume `vol` for the image file `path` (`\`-separated,
 /// stored case) whose new contents are `data`: the old entry extracted by
 /// wimlib in NTFS-3G mode, then its data replaced with times kept.
-/// Returns the volume to add at the image root with [`ADD_FLAG_NTFS`].
+/// Returns the volume to add at the file's parent directory with
+/// [`ADD_FLAG_NTFS`].
 pub(super) fn stage(
     wim: &Wim,
     image: i32,
@@ -97,20 +102,71 @@ pub(super) fn stage(
         ));
     }
     let wim_path = format!("/{}", path.replace('\\', "/"));
-    wim.extract_paths(
-        image,
-        vol,
-        &[wim_path],
-        EXTRACT_FLAG_NTFS | ffi::EXTRACT_FLAG_NORPFIX,
-    )
-    .map_err(|e| fail(path, "extract the old entry with its metadata", e))?;
+    let meta = wim
+        .entry_metadata(image, &wim_path)
+        .map_err(|e| fail(path, "read the old entry's metadata", e))?;
+    // Without named streams or a reparse point, everything to keep is in
+    // the metadata: the file is made from it, and the old data is never
+    // decompressed. Otherwise wimlib lays the old entry down whole.
+    let from_metadata = meta.named_streams == 0 && meta.reparse_tag == 0;
+    if !from_metadata {
+        wim.extract_paths(
+            image,
+            vol,
+            &[wim_path],
+            EXTRACT_FLAG_NTFS | ffi::EXTRACT_FLAG_NORPFIX,
+        )
+        .map_err(|e| fail(path, "extract the old entry with its metadata", e))?;
+    }
+    // The file sits at the volume's root; the volume is added at the
+    // file's parent directory.
+    let name = path.rsplit('\\').next().unwrap_or(path);
     let dev = RawDisk::open(vol, Access::ReadWrite)?;
     let mut w = NtfsWriter::mount(dev, &vol.display().to_string()).map_err(|(e, _)| e)?;
     w.set_keep_times(true);
-    let res = w.write_file(path, data).and_then(|()| match sid {
-        Some((old, new)) => rewrite_sid(&mut w, path, old, new),
-        None => Ok(()),
-    });
+    // An extracted entry sits at its full path: moved to the root (the
+    // same inode, so its descriptor and streams stay; the short name and
+    // times are set again below, as the move changes them).
+    let moved = if from_metadata {
+        Ok(())
+    } else {
+        w.rename(path, name).and_then(|()| {
+            // The now empty directories it was extracted into go too, or
+            // the add would bring them along.
+            match path.split('\\').next() {
+                Some(top) if top != name => w.delete_tree(top),
+                _ => Ok(()),
+            }
+        })
+    };
+    let res = moved
+        .and_then(|()| w.write_file(name, data))
+        .and_then(|()| {
+            if !from_metadata {
+                return w.set_metadata(
+                    name,
+                    &FileMetadata {
+                        times: Some(meta.times),
+                        short_name: meta.short_name.clone(),
+                        ..FileMetadata::default()
+                    },
+                );
+            }
+            w.set_metadata(
+                name,
+                &FileMetadata {
+                    security: meta.security.clone(),
+                    attributes: Some(meta.attributes),
+                    times: Some(meta.times),
+                    short_name: meta.short_name.clone(),
+                    streams: Vec::new(),
+                },
+            )
+        })
+        .and_then(|()| match sid {
+            Some((old, new)) => rewrite_sid(&mut w, name, old, new),
+            None => Ok(()),
+        });
     let (unmounted, _) = w.unmount();
     res?;
     unmounted?;

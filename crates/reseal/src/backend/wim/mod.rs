@@ -445,7 +445,7 @@ fn add_file(
     match kept {
         Some(volume) => cmds.push(UpdateCmd::Add {
             source: volume,
-            target: "/".into(),
+            target: wim_path(parent_of(&target)),
             // An entry without a descriptor stays without one (the scratch
             // volume gives every file a default descriptor).
             flags: keep::ADD_FLAG_NTFS | if has_sd { 0 } else { keep::ADD_FLAG_NO_ACLS },
