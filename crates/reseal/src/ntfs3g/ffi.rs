@@ -814,42 +814,10 @@ impl<D: BlockDevice + 'static> Volume<D> {
     /// place when the length does not change. With `touch`, updates the
     /// modification and change times, as Windows does on a write.
     pub fn write_data(&mut self, ni: &Inode, data: &[u8], touch: bool) -> R<()> {
-        // SAFETY: ni is live; AT_UNNAMED is libntfs-3g's empty name.
-        unsafe {
-            let unnamed = ptr::addr_of_mut!(AT_UNNAMED) as *mut u16;
-            if ntfs_attr_exist(ni.ni, AT_DATA, unnamed, 0) == 0
-                && ntfs_attr_add(ni.ni, AT_DATA, unnamed, 0, ptr::null(), 0) != 0
-            {
-                return Err(fail("add a data stream"));
-            }
-            let na = ntfs_attr_open(ni.ni, AT_DATA, unnamed, 0);
-            if na.is_null() {
-                return Err(fail("open the data stream"));
-            }
-            let res = (|| {
-                if ntfs_attr_truncate(na, data.len() as i64) != 0 {
-                    return Err(fail("set the data length"));
-                }
-                let mut done = 0usize;
-                while done < data.len() {
-                    let n = ntfs_attr_pwrite(
-                        na,
-                        done as i64,
-                        (data.len() - done) as i64,
-                        data[done..].as_ptr() as *const c_void,
-                    );
-                    if n <= 0 {
-                        return Err(fail("write the data"));
-                    }
-                    done += n as usize;
-                }
-                Ok(())
-            })();
-            ntfs_attr_close(na);
-            res?;
-            if touch {
-                ntfs_inode_update_times(ni.ni, UPDATE_MCTIME);
-            }
+        put_stream(ni, &mut [], data)?;
+        if touch {
+            // SAFETY: ni is live.
+            unsafe { ntfs_inode_update_times(ni.ni, UPDATE_MCTIME) };
         }
         Ok(())
     }
@@ -961,41 +929,55 @@ impl<D: BlockDevice + 'static> Volume<D> {
 
     /// Adds (or replaces) the named data stream `name` of `ni`.
     pub fn write_stream(&mut self, ni: &Inode, name: &[u16], data: &[u8]) -> R<()> {
-        let len = u8::try_from(name.len()).unwrap_or(u8::MAX);
-        let mut name_buf = name.to_vec();
-        // SAFETY: ni is live; name_buf holds len units; data holds its length.
-        unsafe {
-            if ntfs_attr_exist(ni.ni, AT_DATA, name_buf.as_ptr(), len as u32) == 0
-                && ntfs_attr_add(ni.ni, AT_DATA, name_buf.as_mut_ptr(), len, ptr::null(), 0) != 0
-            {
-                return Err(fail("add a named stream"));
-            }
-            let na = ntfs_attr_open(ni.ni, AT_DATA, name_buf.as_mut_ptr(), len as u32);
-            if na.is_null() {
-                return Err(fail("open a named stream"));
-            }
-            let res = (|| {
-                if ntfs_attr_truncate(na, data.len() as i64) != 0 {
-                    return Err(fail("size a named stream"));
-                }
-                let mut done = 0usize;
-                while done < data.len() {
-                    let n = ntfs_attr_pwrite(
-                        na,
-                        done as i64,
-                        (data.len() - done) as i64,
-                        data[done..].as_ptr() as *const c_void,
-                    );
-                    if n <= 0 {
-                        return Err(fail("write a named stream"));
-                    }
-                    done += n as usize;
-                }
-                Ok(())
-            })();
-            ntfs_attr_close(na);
-            res
+        put_stream(ni, &mut name.to_vec(), data)
+    }
+}
+
+/// Sets the `$DATA` attribute named `name` (empty: the unnamed one) of `ni`
+/// to `data`, adding the attribute when missing.
+fn put_stream(ni: &Inode, name: &mut [u16], data: &[u8]) -> R<()> {
+    let len = u8::try_from(name.len()).map_err(|_| Ntfs3gError {
+        errno: libc::ENAMETOOLONG,
+        message: "stream name longer than 255 UTF-16 units".into(),
+    })?;
+    // SAFETY: ni is live; `name` holds `len` units (for the unnamed stream,
+    // libntfs-3g's own AT_UNNAMED); `data` holds data.len() bytes.
+    unsafe {
+        let name_ptr = if name.is_empty() {
+            ptr::addr_of_mut!(AT_UNNAMED) as *mut u16
+        } else {
+            name.as_mut_ptr()
+        };
+        if ntfs_attr_exist(ni.ni, AT_DATA, name_ptr, len as u32) == 0
+            && ntfs_attr_add(ni.ni, AT_DATA, name_ptr, len, ptr::null(), 0) != 0
+        {
+            return Err(fail("add a data stream"));
         }
+        let na = ntfs_attr_open(ni.ni, AT_DATA, name_ptr, len as u32);
+        if na.is_null() {
+            return Err(fail("open a data stream"));
+        }
+        let res = (|| {
+            if ntfs_attr_truncate(na, data.len() as i64) != 0 {
+                return Err(fail("set a data stream's length"));
+            }
+            let mut done = 0usize;
+            while done < data.len() {
+                let n = ntfs_attr_pwrite(
+                    na,
+                    done as i64,
+                    (data.len() - done) as i64,
+                    data[done..].as_ptr() as *const c_void,
+                );
+                if n <= 0 {
+                    return Err(fail("write a data stream"));
+                }
+                done += n as usize;
+            }
+            Ok(())
+        })();
+        ntfs_attr_close(na);
+        res
     }
 }
 
