@@ -16,6 +16,8 @@ use crate::demo::build_reseal;
 use crate::setup;
 use crate::util::{self, step};
 
+#[path = "bench_data.rs"]
+mod bench_data;
 #[path = "bench_devices.rs"]
 mod bench_devices;
 #[path = "bench_disk.rs"]

@@ -64,7 +64,6 @@
 //! tree while capturing or a working copy), all under `target/bench/wim`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -72,6 +71,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
+use super::bench_data::{
+    FILES, base_mb, build_root, fresh_copy, inputs_stamp, keep, megabytes, write_data,
+};
 use super::runs;
 use crate::demo::build_reseal;
 use crate::util::{self, output, step};
@@ -82,13 +84,6 @@ const OPERATIONS: &str = "markers,identities";
 /// which reseal refuses unless forced (as sysprep would).
 const GENERALIZE: [&str; 4] = ["generalize", "--force", "--operations", OPERATIONS];
 const CONFIG: &str = "/Windows/System32/config";
-/// Number of untouched files in each WIM, and the folders they are in.
-const FILES: u64 = 320;
-const FOLDERS: u64 = 16;
-/// The corpus machine whose user and DEFAULT hives go into the root.
-const RATHBUN: &str = "DFIRArtifactMuseum/Windows/Registry/Win10/RathbunVM";
-/// The key of SOFTWARE that holds the filler.
-const FILLER: &str = "BenchFiller";
 
 /// The hives the two operations edit: report name, file, .reg prefix.
 const HIVES: [(&str, &str, &str); 2] = [
@@ -96,277 +91,10 @@ const HIVES: [(&str, &str, &str); 2] = [
     ("software", "SOFTWARE", "HKEY_LOCAL_MACHINE\\SOFTWARE"),
 ];
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-fn base_mb() -> u64 {
-    env_u64("RESEAL_BENCH_WIM_MB")
-        .filter(|&n| n > 0)
-        .unwrap_or(300)
-}
-
-fn software_mb() -> u64 {
-    env_u64("RESEAL_BENCH_SOFTWARE_MB").unwrap_or(64)
-}
-
-fn keep() -> bool {
-    std::env::var_os("RESEAL_BENCH_KEEP").is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-fn megabytes(bytes: u64) -> String {
-    if bytes < 1_000_000 {
-        format!("{:.0} KB", bytes as f64 / 1e3)
-    } else {
-        format!("{:.1} MB", bytes as f64 / 1e6)
-    }
-}
-
-/// Copies `src` to `dst` and syncs it, so that no write-back of the copy
-/// overlaps the timed run.
-fn fresh_copy(src: &Path, dst: &Path) -> Result<()> {
-    std::fs::copy(src, dst)
-        .with_context(|| format!("copy {} -> {}", src.display(), dst.display()))?;
-    std::fs::File::open(dst)?.sync_all()?;
-    Ok(())
-}
-
-/// Copies a corpus file (read-only) to `to`, writable like any hive.
-fn copy_writable(from: &Path, to: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(d) = to.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::copy(from, to).with_context(|| format!("copy {}", from.display()))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644))?;
-    Ok(())
-}
-
-/// A hive of the root, with where it comes from.
-struct HiveFile {
-    label: String,
-    path: PathBuf,
-    origin: String,
-}
-
-/// Builds the root into `root` and returns its hives; see the module
-/// documentation.
-fn build_root(reseal: &Path, root: &Path, scratch: &Path) -> Result<(bool, Vec<HiveFile>)> {
-    if root.exists() {
-        std::fs::remove_dir_all(root)?;
-    }
-    let corpus = reseal_testkit::corpus_dir();
-    let used = match &corpus {
-        Some(c) if reseal_testkit::build_corpus_root(root, c)? => Some(c.clone()),
-        _ => None,
-    };
-    let config = root.join("Windows/System32/config");
-    let demo = root.join("Users/demo");
-    let usrclass = "AppData/Local/Microsoft/Windows/UsrClass.dat";
-    let mut origin: BTreeMap<&str, String> = BTreeMap::new();
-    if let Some(corpus) = &used {
-        let rathbun = corpus.join(RATHBUN);
-        println!("Windows root: corpus root from {}", corpus.display());
-        let swaps = [
-            ("NTUSER.DAT", demo.join("NTUSER.DAT")),
-            ("ntuser.dat.LOG1", demo.join("ntuser.dat.LOG1")),
-            ("ntuser.dat.LOG2", demo.join("ntuser.dat.LOG2")),
-            ("UsrClass.dat", demo.join(usrclass)),
-            ("UsrClass.dat.LOG1", demo.join(format!("{usrclass}.LOG1"))),
-            ("UsrClass.dat.LOG2", demo.join(format!("{usrclass}.LOG2"))),
-            ("DEFAULT", config.join("DEFAULT")),
-            ("DEFAULT.LOG1", config.join("DEFAULT.LOG1")),
-            ("DEFAULT.LOG2", config.join("DEFAULT.LOG2")),
-        ];
-        if swaps.iter().all(|(f, _)| rathbun.join(f).is_file()) {
-            for (f, to) in &swaps {
-                copy_writable(&rathbun.join(f), to)?;
-            }
-            for h in ["NTUSER.DAT", "UsrClass.dat", "DEFAULT"] {
-                origin.insert(h, "real Windows 10 (corpus RathbunVM)".into());
-            }
-        }
-        origin.insert("SYSTEM", "real Windows 10 (corpus regipy SYSTEM_B)".into());
-        origin.insert("SAM", "real Windows 10 (corpus RathbunVM)".into());
-        origin.insert("SECURITY", "real Windows 10 (corpus RathbunVM)".into());
-    } else {
-        match &corpus {
-            Some(c) => println!(
-                "the corpus at {} lacks the hives the corpus root needs: \
-                 FALLING BACK to the synthetic root (hives of a few KB)",
-                c.display()
-            ),
-            None => println!(
-                "no corpus (RESEAL_CORPUS or ../shared/corpus): FALLING BACK to the \
-                 synthetic root (hives of a few KB)"
-            ),
-        }
-        reseal_testkit::build_windows_root(root, None)?;
-    }
-    let mut hives = Vec::new();
-    for name in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
-        hives.push(HiveFile {
-            label: name.into(),
-            path: config.join(name),
-            origin: origin.get(name).cloned().unwrap_or("synthetic".into()),
-        });
-    }
-    for (label, path) in [
-        ("NTUSER.DAT", demo.join("NTUSER.DAT")),
-        ("UsrClass.dat", demo.join(usrclass)),
-    ] {
-        if path.is_file() {
-            hives.push(HiveFile {
-                label: format!("{label} (Users\\demo)"),
-                path,
-                origin: origin.get(label).cloned().unwrap_or("synthetic".into()),
-            });
-        }
-    }
-    // Recover dirty hives, so that both sides start from the same registry.
-    for h in &mut hives {
-        let logs = reseal_hive::log::find_log_paths(&h.path);
-        let dirty = logs
-            .iter()
-            .any(|l| std::fs::metadata(l).map(|m| m.len() > 0).unwrap_or(false));
-        if !dirty {
-            continue;
-        }
-        let clean = scratch.join("replayed");
-        output(
-            Command::new(reseal)
-                .args(["hive", "replay"])
-                .arg(&h.path)
-                .arg("-o")
-                .arg(&clean),
-        )?;
-        std::fs::rename(&clean, &h.path)?;
-        for l in logs {
-            std::fs::File::create(l)?;
-        }
-        h.origin.push_str(", logs replayed");
-    }
-    let want = software_mb() * 1_000_000;
-    let software = &mut hives[1];
-    let before = std::fs::metadata(&software.path)?.len();
-    if want > before {
-        let t = Instant::now();
-        let keys = grow_software(reseal, &software.path, scratch, want)?;
-        software.origin.push_str(&format!(
-            " grown from {} with {keys} filler classes under {FILLER} ({:.0} s)",
-            megabytes(before),
-            t.elapsed().as_secs_f64()
-        ));
-    }
-    Ok((used.is_some(), hives))
-}
-
-/// A GUID made from a counter (stable from run to run).
-fn guid(n: u64) -> String {
-    let mut x = n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut next = || {
-        x ^= x >> 31;
-        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x ^= x >> 29;
-        x
-    };
-    let (a, b) = (next(), next());
-    format!(
-        "{{{:08X}-{:04X}-{:04X}-{:04X}-{:012X}}}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
-}
-
-/// Adds COM-class-like keys under `BenchFiller\GroupNNN` of the SOFTWARE
-/// hive at `hive` until the file is at least `want` bytes; returns how many.
-fn grow_software(reseal: &Path, hive: &Path, scratch: &Path, want: u64) -> Result<u64> {
-    const PREFIX: &str = "HKEY_LOCAL_MACHINE\\SOFTWARE";
-    let reg = scratch.join("filler.reg");
-    let mut n = 0u64;
-    let mut batch = 20_000u64;
-    loop {
-        let size = std::fs::metadata(hive)?.len();
-        if size >= want {
-            break;
-        }
-        if n > 0 {
-            // Bytes per class so far tell how many more are needed.
-            let per = (size as f64 / n as f64).max(1.0);
-            batch = (((want - size) as f64 / per) as u64 + 1).max(1000);
-        }
-        let mut s = String::from("Windows Registry Editor Version 5.00\n\n");
-        for i in n..n + batch {
-            let key = format!("{PREFIX}\\{FILLER}\\Group{:04}\\{}", i / 500, guid(i));
-            s.push_str(&format!(
-                "[{key}]\n@=\"Filler class {i}\"\n\"AppID\"=\"{}\"\n\n",
-                guid(i + (1 << 40))
-            ));
-            s.push_str(&format!(
-                "[{key}\\InprocServer32]\n@=\"C:\\\\Windows\\\\System32\\\\filler{i:06}.dll\"\n\
-                 \"ThreadingModel\"=\"Both\"\n\n"
-            ));
-        }
-        std::fs::write(&reg, s)?;
-        output(
-            Command::new(reseal)
-                .args(["hive", "import"])
-                .arg(hive)
-                .arg(&reg)
-                .args(["--prefix", PREFIX]),
-        )?;
-        n += batch;
-    }
-    let _ = std::fs::remove_file(&reg);
-    Ok(n)
-}
-
-/// Writes `bytes` of xorshift64* output to `path` (incompressible).
-fn random_file(path: &Path, bytes: u64, seed: u64) -> Result<()> {
-    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut x = seed | 1;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        for w in buf.chunks_exact_mut(8) {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            w.copy_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    f.flush()?;
-    Ok(())
-}
-
-/// Puts `mb` MB of random data in `FILES` files under `root/Data` (replacing
-/// what is there) and captures `root` into `wim` (LZX).
+/// Puts `mb` MB of random data under `root/Data` ([`write_data`]), captures
+/// `root` into `wim` (LZX) and removes the data again.
 fn capture(root: &Path, wim: &Path, mb: u64, salt: u64) -> Result<()> {
-    let data = root.join("Data");
-    if data.exists() {
-        std::fs::remove_dir_all(&data)?;
-    }
-    let t = Instant::now();
-    let total = mb * 1_000_000;
-    for i in 0..FILES {
-        // Sizes differ by at most one byte; seeds differ, so no two files
-        // are alike (wimlib would store one).
-        let n = total / FILES + u64::from(i < total % FILES);
-        let folder = data.join(format!("Folder{:02}", i % FOLDERS));
-        std::fs::create_dir_all(&folder)?;
-        let seed = 0x9e37_79b9_7f4a_7c15 ^ (salt << 32) ^ ((i + 1) << 1);
-        random_file(&folder.join(format!("blob{i:03}.bin")), n, seed)?;
-    }
-    println!(
-        "wrote {mb} MB of random data in {FILES} files ({:.1} s)",
-        t.elapsed().as_secs_f64()
-    );
+    write_data(root, mb, salt)?;
     let _ = std::fs::remove_file(wim);
     let t = Instant::now();
     println!(
@@ -388,7 +116,7 @@ fn capture(root: &Path, wim: &Path, mb: u64, salt: u64) -> Result<()> {
         megabytes(std::fs::metadata(wim)?.len()),
         t.elapsed().as_secs_f64()
     );
-    std::fs::remove_dir_all(&data)?;
+    std::fs::remove_dir_all(root.join("Data"))?;
     Ok(())
 }
 
@@ -579,7 +307,7 @@ struct Wim {
 /// Builds the root and captures the two WIMs, or reuses them when a kept
 /// pair was made with the same settings.
 fn make_wims(reseal: &Path, dir: &Path) -> Result<Vec<Wim>> {
-    let s = base_mb();
+    let s = base_mb("RESEAL_BENCH_WIM_MB", 300);
     let wims = vec![
         Wim {
             label: "small",
@@ -593,12 +321,7 @@ fn make_wims(reseal: &Path, dir: &Path) -> Result<Vec<Wim>> {
         },
     ];
     let stamp = dir.join("wims.stamp");
-    let want = format!(
-        "corpus {:?}; SOFTWARE {} MB; other data {s} and {} MB in {FILES} files; LZX\n",
-        reseal_testkit::corpus_dir(),
-        software_mb(),
-        10 * s
-    );
+    let want = inputs_stamp(s, "; LZX");
     let root = dir.join("windows-root");
     let hive_sizes = dir.join("hives.txt");
     if wims.iter().all(|w| w.path.is_file())
@@ -616,13 +339,13 @@ fn make_wims(reseal: &Path, dir: &Path) -> Result<Vec<Wim>> {
         return Ok(wims);
     }
     let _ = std::fs::remove_file(&stamp);
-    let (from_corpus, hives) = build_root(reseal, &root, dir)?;
+    let (from_corpus, hives) = build_root(reseal, &root, dir, Some("demo"))?;
     let mut listing = String::from("hives in both WIMs:\n");
     for h in &hives {
         listing.push_str(&format!(
             "  {:<24} {:>9}  {}\n",
-            h.label,
-            megabytes(std::fs::metadata(&h.path)?.len()),
+            h.label(),
+            megabytes(h.bytes),
             h.origin
         ));
     }
