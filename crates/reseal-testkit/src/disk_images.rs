@@ -15,7 +15,8 @@ pub const DISK_PARTITION_SIZE: u64 = 200 << 20;
 /// Size of the fixture disks: the partition plus room for both GPTs.
 pub const DISK_SIZE: u64 = DISK_PARTITION_OFFSET + DISK_PARTITION_SIZE + (1 << 20);
 
-fn have(cmd: &str) -> bool {
+/// Whether the command `cmd` is on the PATH.
+pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .stdout(Stdio::null())

@@ -16,7 +16,7 @@
 mod disk_images;
 pub use disk_images::{
     DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, DISK_SIZE, build_disk_images,
-    build_two_install_disk,
+    build_two_install_disk, have,
 };
 
 use std::collections::BTreeMap;

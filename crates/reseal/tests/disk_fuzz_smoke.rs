@@ -12,14 +12,7 @@ use std::process::Command;
 use reseal::backend::Backend;
 use reseal::backend::disk::{DiskBackend, windows_partitions};
 use reseal::disk::{Access, list_partitions, open_image};
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use reseal_testkit::have;
 
 fn sh(cmd: &str, args: &[&std::ffi::OsStr], stdin: Option<&str>) {
     use std::io::Write;

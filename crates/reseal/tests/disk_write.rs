@@ -19,7 +19,7 @@ use reseal::ntfs3g::NtfsWriter;
 use reseal::options::{GeneralizeOptions, SidChoice};
 use reseal_testkit::{
     DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, SAMPLE_MACHINE_SID, build_disk_images,
-    build_two_install_disk, build_windows_root,
+    build_two_install_disk, build_windows_root, have,
 };
 
 const NEW_SID: &str = "S-1-5-21-1111111111-2222222222-3333333333";
@@ -43,14 +43,6 @@ fn fixtures() -> Option<&'static Fixtures> {
         Some(Fixtures { _tmp: tmp, images })
     })
     .as_ref()
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> String {

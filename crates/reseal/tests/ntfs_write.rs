@@ -10,14 +10,7 @@ use reseal::disk::overlay::OverlayDisk;
 use reseal::disk::raw::RawDisk;
 use reseal::disk::{Access, BlockDevice};
 use reseal::ntfs3g::{FileMetadata, NtfsWriter};
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use reseal_testkit::have;
 
 /// A fresh NTFS volume image of `mb` MiB, or `None` (with a notice) when
 /// mkntfs is missing.

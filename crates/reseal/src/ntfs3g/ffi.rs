@@ -258,20 +258,7 @@ fn bridge_pread<D: BlockDevice>(b: &mut Bridge<D>, buf: &mut [u8], off: i64) -> 
     }
     let n = (buf.len() as u64).min(len - off) as usize;
     let res = catch_unwind(AssertUnwindSafe(|| b.dev.read_at(off, &mut buf[..n])));
-    match res {
-        Ok(Ok(())) => n as i64,
-        Ok(Err(e)) => {
-            b.error.get_or_insert_with(|| e.to_string());
-            set_errno(libc::EIO);
-            -1
-        }
-        Err(_) => {
-            b.error
-                .get_or_insert_with(|| "the block layer panicked".into());
-            set_errno(libc::EIO);
-            -1
-        }
-    }
+    io_result(b, res, n)
 }
 
 /// Writes at `off`; a write past the end is refused with ENOSPC.
@@ -281,20 +268,22 @@ fn bridge_pwrite<D: BlockDevice>(b: &mut Bridge<D>, buf: &[u8], off: i64) -> i64
         return -1;
     }
     let res = catch_unwind(AssertUnwindSafe(|| b.dev.write_at(off as u64, buf)));
-    match res {
-        Ok(Ok(())) => buf.len() as i64,
-        Ok(Err(e)) => {
-            b.error.get_or_insert_with(|| e.to_string());
-            set_errno(libc::EIO);
-            -1
-        }
-        Err(_) => {
-            b.error
-                .get_or_insert_with(|| "the block layer panicked".into());
-            set_errno(libc::EIO);
-            -1
-        }
-    }
+    let n = buf.len();
+    io_result(b, res, n)
+}
+
+/// The return value of a device call that moved `n` bytes: `n`, or -1 with
+/// EIO after keeping the block layer's first error (or panic) for the
+/// message.
+fn io_result<D>(b: &mut Bridge<D>, res: std::thread::Result<crate::Result<()>>, n: usize) -> i64 {
+    let failure = match res {
+        Ok(Ok(())) => return n as i64,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the block layer panicked".to_string(),
+    };
+    b.error.get_or_insert(failure);
+    set_errno(libc::EIO);
+    -1
 }
 
 /// Makes a byte slice from a C buffer (empty for a zero or negative count).
