@@ -9,11 +9,12 @@ use clap::Args;
 use reseal::ResealError;
 use reseal::backend::Backend;
 use reseal::backend::dir::DirBackend;
-use reseal::backend::disk::{DiskBackend, generalize_disk, is_disk_image_path};
+use reseal::backend::disk::{DiskBackend, generalize_disk};
 use reseal::backend::wim::{
-    ImageSelector, WimBackend, generalize_all_images_with_progress, is_wim_path,
+    ImageSelector, WimBackend, generalize_all_images_with_progress, image_count,
 };
 use reseal::generalize::{generalize, inspect, select_operations};
+use reseal::image::ImageKind;
 use reseal::options::{GeneralizeOptions, Mode, Selection, SidChoice};
 use reseal::report::{Outcome, RunReport};
 
@@ -42,10 +43,27 @@ fn open_root(path: &Path) -> Result<DirBackend> {
     })
 }
 
-/// Whether the command-line path is a disk image file (.vhd, .vhdx, .img,
-/// .raw).
-fn is_disk(path: &Path) -> bool {
-    is_disk_image_path(path) && path.is_file()
+/// Parses `--format`.
+pub fn parse_format(s: &str) -> Result<ImageKind, String> {
+    ImageKind::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown format {s:?}; known: {}",
+            ImageKind::names().join(", ")
+        )
+    })
+}
+
+/// The kind of the image on the command line, by content or as
+/// `--format` forces; a path that is no image is bad input (exit 2).
+pub fn image_kind(path: &Path, forced: Option<ImageKind>) -> Result<ImageKind> {
+    reseal::image::resolve(path, forced).map_err(|e| match e {
+        ResealError::Io { action, source, .. } => ResealError::InvalidInput {
+            what: path.display().to_string(),
+            message: format!("cannot {action} ({source})"),
+        }
+        .into(),
+        other => other.into(),
+    })
 }
 
 /// Opens a disk image given on the command line, read-only. A file that
@@ -115,11 +133,15 @@ impl std::str::FromStr for IndexArg {
 /// Flags of `reseal generalize`.
 #[derive(Args)]
 pub struct GeneralizeArgs {
-    /// The image: a directory holding a Windows root, or a WIM file
-    /// (`.wim`, `.esd`), generalized in place by appending to it, or a
-    /// disk image (`.vhd`, `.vhdx`, `.img`, `.raw`; with --dry-run only for
-    /// now).
+    /// The image, recognised by its content: a directory holding a Windows
+    /// root, a WIM/ESD file (generalized in place by appending to it, or
+    /// into --output), or a disk image (raw, VHD, VHDX, qcow2, VMDK),
+    /// changed in place.
     path: PathBuf,
+    /// The image's format, when its content should not decide: dir, wim,
+    /// raw, vhd, vhdx, qcow2, vmdk.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    format: Option<ImageKind>,
     /// Disk images only: the partition to use (numbered as Linux does, from
     /// 1); default: the NTFS partition holding Windows.
     #[arg(long, value_name = "N")]
@@ -232,19 +254,25 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
         },
         seed: a.seed,
     };
-    let is_wim = is_wim_path(&a.path) && a.path.is_file();
-    let is_disk = is_disk(&a.path);
+    if let Some(p) = &a.report {
+        crate::check_report_path(p)?;
+    }
+    let kind = image_kind(&a.path, a.format)?;
+    let is_wim = kind == ImageKind::Wim;
+    let is_disk = matches!(kind, ImageKind::Disk(_));
     if a.partition.is_some() && !is_disk {
         return Err(ResealError::InvalidInput {
             what: a.path.display().to_string(),
-            message: "--partition applies to disk images (.vhd, .vhdx, .img, .raw) only".into(),
+            message: format!("--partition applies to disk images only (this is {kind})"),
         }
         .into());
     }
     if !is_wim && (a.index.is_some() || a.output.is_some() || a.rebuild) {
         return Err(ResealError::InvalidInput {
             what: a.path.display().to_string(),
-            message: "--index, --output and --rebuild apply to WIM files (.wim, .esd) only".into(),
+            message: format!(
+                "--index, --output and --rebuild apply to WIM files (.wim, .esd) only (this is {kind})"
+            ),
         }
         .into());
     }
@@ -363,13 +391,22 @@ fn emit_report(report_path: &Option<PathBuf>, json: bool, report: &RunReport) ->
 /// Flags of `reseal inspect`.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The image: a directory holding a Windows root, or a disk image
-    /// (`.vhd`, `.vhdx`, `.img`, `.raw`), read-only.
+    /// The image, recognised by its content: a directory holding a Windows
+    /// root, a WIM/ESD file, or a disk image (raw, VHD, VHDX, qcow2,
+    /// VMDK); only read.
     path: PathBuf,
+    /// The image's format, when its content should not decide: dir, wim,
+    /// raw, vhd, vhdx, qcow2, vmdk.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    format: Option<ImageKind>,
     /// Disk images only: the partition to use (numbered as Linux does, from
     /// 1); default: the NTFS partition holding Windows.
     #[arg(long, value_name = "N")]
     partition: Option<u32>,
+    /// WIM only: the image to inspect, by 1-based index or by name, or
+    /// `all` (default: every image).
+    #[arg(long, value_name = "N|NAME|all")]
+    index: Option<IndexArg>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -377,18 +414,41 @@ pub struct InspectArgs {
 
 /// Runs `reseal inspect`.
 pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
-    let backend: Box<dyn Backend> = if is_disk(&a.path) {
-        Box::new(open_disk(&a.path, a.partition)?)
-    } else if a.partition.is_some() {
+    let kind = image_kind(&a.path, a.format)?;
+    if a.partition.is_some() && !matches!(kind, ImageKind::Disk(_)) {
         return Err(ResealError::InvalidInput {
             what: a.path.display().to_string(),
-            message: "--partition applies to disk images (.vhd, .vhdx, .img, .raw) only".into(),
+            message: format!("--partition applies to disk images only (this is {kind})"),
         }
         .into());
-    } else {
-        Box::new(open_root(&a.path)?)
-    };
-    let installs = inspect(backend.as_ref())?;
+    }
+    if a.index.is_some() && kind != ImageKind::Wim {
+        return Err(ResealError::InvalidInput {
+            what: a.path.display().to_string(),
+            message: format!("--index applies to WIM files only (this is {kind})"),
+        }
+        .into());
+    }
+    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    match kind {
+        ImageKind::Wim => {
+            let selectors = match a.index {
+                Some(IndexArg::One(s)) => vec![s],
+                _ => (1..=image_count(&a.path).map_err(|e| bad_wim(&a.path, e))?)
+                    .map(ImageSelector::Index)
+                    .collect(),
+            };
+            for s in selectors {
+                backends.push(Box::new(open_wim(&a.path, Some(s), None)?));
+            }
+        }
+        ImageKind::Disk(_) => backends.push(Box::new(open_disk(&a.path, a.partition)?)),
+        ImageKind::Directory => backends.push(Box::new(open_root(&a.path)?)),
+    }
+    let mut installs = Vec::new();
+    for b in &backends {
+        installs.extend(inspect(b.as_ref())?);
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&installs)?)?;

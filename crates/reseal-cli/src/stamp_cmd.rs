@@ -6,17 +6,23 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use reseal::image::ImageKind;
 use reseal::stamp::{CloneNames, DEFAULT_PATTERN, StampOptions, stamp};
+
+use crate::generalize_cmd::parse_format;
 
 /// Flags of `reseal stamp`.
 #[derive(Args)]
 pub struct StampArgs {
-    /// The generalized image: a directory holding a Windows root.
+    /// The generalized image, only read: a directory holding a Windows
+    /// root or a disk image (raw, VHD, VHDX, qcow2, VMDK), recognised by
+    /// its content.
     path: PathBuf,
     /// Number of clones (may be left out with --names).
     #[arg(long, value_name = "N", required_unless_present = "names")]
     count: Option<usize>,
-    /// Folder that receives one folder per clone, named as the clone.
+    /// Folder that receives the clones, each named as its computer name
+    /// (plus the image's extension for disk images).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Computer name pattern such as WEB-{n:03}: the clone number from 1,
@@ -27,10 +33,20 @@ pub struct StampArgs {
     /// Computer names, one per clone (comma-separated).
     #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
     names: Option<Vec<String>>,
-    /// For tests only: derive every identity from this number, so that
-    /// stamping is reproducible.
-    #[arg(long, value_name = "N", hide = true)]
+    /// Standalone copies instead of linked clones (VHD/VHDX differencing
+    /// children, qcow2 overlays, whose parent is the image).
+    #[arg(long)]
+    full: bool,
+    /// Derive every identity from this number, so that stamping is
+    /// reproducible.
+    #[arg(long, value_name = "N")]
     seed: Option<u64>,
+    /// The image's format, when its content should not decide.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    format: Option<ImageKind>,
+    /// Stamp an image that is not generalized.
+    #[arg(long)]
+    force: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -48,26 +64,37 @@ pub fn run_stamp(a: StampArgs) -> Result<ExitCode> {
         (CloneNames::List(l), None) => l.len(),
         (CloneNames::Pattern(_), None) => 0,
     };
-    let opts = StampOptions {
-        count,
-        out: a.out,
-        names,
-        seed: a.seed,
-    };
+    let kind = crate::generalize_cmd::image_kind(&a.path, a.format)?;
+    let mut opts = StampOptions::new(a.out, count, names);
+    opts.seed = a.seed;
+    opts.full = a.full;
+    opts.kind = Some(kind);
+    opts.force = a.force;
     let report = stamp(&a.path, &opts).with_context(|| format!("stamping {}", a.path.display()))?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        let doc = serde_json::json!({
+            "schema": 1,
+            "tool": "reseal",
+            "version": env!("CARGO_PKG_VERSION"),
+            "command": "stamp",
+            "source": report.source,
+            "format": report.format,
+            "clones": report.clones,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         for c in &report.clones {
             let sids: Vec<&str> = c.sid.iter().map(|s| s.new.as_str()).collect();
             writeln!(
                 out,
-                "{:<16} SID {}  MachineGuid {}  {}",
+                "{:<16} SID {}  MachineGuid {}  {} ({}, {} bytes allocated)",
                 c.name,
                 sids.join(","),
                 c.machine_guid,
-                c.path.display()
+                c.file.display(),
+                c.clone_kind,
+                c.allocated_bytes
             )?;
             for a in &c.answer_files {
                 writeln!(

@@ -71,6 +71,12 @@ pub struct InstallDescription {
     pub transactions_pending: Vec<String>,
     /// Sysprep providers the image declares for the generalize phase.
     pub providers: Vec<SysprepProvider>,
+    /// Whether the image is generalized (`ImageState` is
+    /// `IMAGE_STATE_GENERALIZE_RESEAL_TO_*`).
+    pub generalized: bool,
+    /// reseal's record of its generalize and personalize runs
+    /// ([`crate::marker`]), when it wrote one.
+    pub reseal: Option<crate::marker::ResealMarker>,
 }
 
 /// A local account of the SAM account domain.
@@ -371,6 +377,8 @@ pub fn describe(install: &WindowsInstall, backend: &dyn Backend) -> InstallDescr
     d.failed_hives = install.load_errors.clone();
 
     d.providers = providers(install, backend);
+    d.generalized = d.generalization.already_generalized();
+    d.reseal = crate::marker::read_marker(install);
     d
 }
 
@@ -814,6 +822,17 @@ impl InstallDescription {
                 .map(|v| format!(" (from {v})"))
                 .unwrap_or_default()
         );
+        let identity = match (&self.reseal, self.generalized) {
+            (Some(m), _) if m.personalized() => format!("personalized: {}", m.to_text()),
+            (Some(m), true) => format!(
+                "generalized, not personalized: every machine deployed from it shares its SID until each copy is personalized ({})",
+                m.to_text()
+            ),
+            (_, true) => "generalized, not personalized: every machine deployed from it shares its SID until each copy is personalized".to_string(),
+            (Some(m), false) => format!("not generalized ({})", m.to_text()),
+            (None, false) => "not generalized".to_string(),
+        };
+        let _ = writeln!(s, "Identity:            {identity}");
         if self.domain.joined {
             let _ = writeln!(
                 s,

@@ -95,6 +95,17 @@ pub enum ResealError {
         /// Where in it, and in which form.
         detail: String,
     },
+    /// The image is not in a state the command accepts (for example
+    /// `personalize` of an image that was never generalized); nothing was
+    /// written. The command line exits with 1 for it, as for a preflight
+    /// refusal.
+    #[error("{what}: refused: {message}")]
+    Refused {
+        /// The image (and install) refused.
+        what: String,
+        /// Why, with the way forward.
+        message: String,
+    },
     /// A disk image container or partition table is corrupt, truncated or
     /// of an unsupported kind.
     #[error("{file}: {what} at offset {offset}: expected {expected}, found {found}")]

@@ -73,7 +73,9 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
         force: options.force,
         outcome: Outcome::NothingToDo,
         installs: Vec::new(),
+        notices: Vec::new(),
     };
+    let arms = operations.iter().any(|o| o.name() == "markers");
     let mut changes: Vec<FileChange> = Vec::new();
     for dir in dirs {
         let install = load_install(backend, &dir);
@@ -114,6 +116,21 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
                 entry.edits.extend(plan.edits);
                 entry.not_done.extend(plan.not_done);
                 entry.sid = plan.sid.or(entry.sid.take());
+            }
+            let left_sid = entry
+                .sid
+                .as_ref()
+                .map(|s| s.new.clone())
+                .or_else(|| entry.description.machine_sid.clone());
+            if arms && !entry.edits.is_empty() {
+                if let Some(sid) = &left_sid {
+                    entry
+                        .edits
+                        .extend(crate::marker::generalize_edits(&ctx, "markers", sid));
+                    report
+                        .notices
+                        .push(crate::report::shared_sid_notice(&report.input, sid));
+                }
             }
             if !options.dry_run && !entry.edits.is_empty() {
                 let applied = apply(&install, &entry.edits)?;

