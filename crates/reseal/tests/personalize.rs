@@ -1,0 +1,382 @@
+//! `personalize` and `stamp` on disk images (raw, VHD, VHDX fixtures built
+//! by the testkit, generalized first), checked by tools that are not ours:
+//! `qemu-img check`/`convert`, `ntfssecaudit` (file descriptors),
+//! `ntfscat` (the hives and the answer file), `hivexregedit` (registry
+//! content) and a raw byte search of every extracted hive for every form
+//! of the template's SID.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use reseal::ResealError;
+use reseal::backend::disk::generalize_disk;
+use reseal::disk::overlay::OverlayDisk;
+use reseal::disk::{Access, PartitionDevice, open_image};
+use reseal::ntfs3g::NtfsWriter;
+use reseal::options::GeneralizeOptions;
+use reseal::personalize::{PersonalizeOptions, personalize};
+use reseal::stamp::{CloneNames, StampOptions, stamp};
+use reseal_hive::Sid;
+use reseal_testkit::{
+    DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, build_disk_images, build_windows_root, require,
+    require_tool,
+};
+
+struct Fixtures {
+    _tmp: tempfile::TempDir,
+    /// Generalized images, and the machine SID each was left with.
+    images: Vec<(PathBuf, String)>,
+}
+
+fn tools() -> bool {
+    [
+        "qemu-img",
+        "ntfssecaudit",
+        "ntfscat",
+        "hivexregedit",
+        "mkntfs",
+    ]
+    .iter()
+    .all(|t| require_tool(t))
+}
+
+fn fixtures() -> Option<&'static Fixtures> {
+    static F: OnceLock<Option<Fixtures>> = OnceLock::new();
+    F.get_or_init(|| {
+        if !tools() {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        build_windows_root(&root, None).unwrap();
+        let built = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
+        if !require(!built.is_empty(), "disk image fixtures (sfdisk, mkntfs)") {
+            return None;
+        }
+        let mut images = Vec::new();
+        for img in built {
+            let reports = generalize_disk(
+                &img,
+                &GeneralizeOptions {
+                    seed: Some(3),
+                    ..GeneralizeOptions::default()
+                },
+            )
+            .unwrap();
+            let sid = reports[0].1.installs[0].sid.as_ref().unwrap().new.clone();
+            // A file whose descriptor names the generalized image's SID, as
+            // a local account's files do.
+            seed_acl(&img, "Windows\\System32\\config\\SAM", &sid);
+            images.push((img, sid));
+        }
+        Some(Fixtures { _tmp: tmp, images })
+    })
+    .as_ref()
+}
+
+fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd} {args:?}: {text}");
+    text
+}
+
+/// Owner = account 1001 of `domain`, DACL granting it full access.
+fn sd_for(domain: &str, rid: u32) -> Vec<u8> {
+    let sid: Sid = format!("{domain}-{rid}").parse().unwrap();
+    let owner = sid.to_bytes();
+    let group = vec![1u8, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
+    let mut ace = vec![0u8, 0x03];
+    ace.extend_from_slice(&((8 + owner.len()) as u16).to_le_bytes());
+    ace.extend_from_slice(&0x001F01FFu32.to_le_bytes());
+    ace.extend_from_slice(&owner);
+    let mut acl = vec![2u8, 0];
+    acl.extend_from_slice(&((8 + ace.len()) as u16).to_le_bytes());
+    acl.extend_from_slice(&1u16.to_le_bytes());
+    acl.extend_from_slice(&0u16.to_le_bytes());
+    acl.extend(ace);
+    let mut sd = vec![1u8, 0, 0x04, 0x80];
+    let o = 20u32;
+    let g = o + owner.len() as u32;
+    let d = g + group.len() as u32;
+    for x in [o, g, 0, d] {
+        sd.extend_from_slice(&x.to_le_bytes());
+    }
+    sd.extend(owner);
+    sd.extend(group);
+    sd.extend(acl);
+    sd
+}
+
+fn seed_acl(img: &Path, path: &str, domain: &str) {
+    let disk = open_image(img, Access::ReadWrite).unwrap();
+    let part = PartitionDevice::new(disk, DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE).unwrap();
+    let mut w = NtfsWriter::mount(OverlayDisk::new(part), "seed")
+        .map_err(|(e, _)| e)
+        .unwrap();
+    w.set_security(path, &sd_for(domain, 1001)).unwrap();
+    let (res, mut dev) = w.unmount();
+    res.unwrap();
+    dev.persist().unwrap();
+}
+
+/// The NTFS partition of `img` as a file of its own, through qemu-img.
+fn partition_file(img: &Path, dir: &Path) -> PathBuf {
+    let raw = dir.join("converted.raw");
+    let _ = std::fs::remove_file(&raw);
+    let fmt = match img.extension().and_then(|e| e.to_str()) {
+        Some("vhd") => "vpc",
+        Some("vhdx") => "vhdx",
+        _ => "raw",
+    };
+    run(
+        "qemu-img",
+        &[
+            "convert".as_ref(),
+            "-f".as_ref(),
+            fmt.as_ref(),
+            "-O".as_ref(),
+            "raw".as_ref(),
+            img.as_os_str(),
+            raw.as_os_str(),
+        ],
+    );
+    let all = std::fs::read(&raw).unwrap();
+    let part = dir.join(format!(
+        "{}.ntfs",
+        img.file_name().unwrap().to_string_lossy()
+    ));
+    let (a, n) = (DISK_PARTITION_OFFSET as usize, DISK_PARTITION_SIZE as usize);
+    std::fs::write(&part, &all[a..a + n]).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    part
+}
+
+fn ntfscat(part: &Path, path: &str) -> Vec<u8> {
+    let out = Command::new("ntfscat")
+        .arg(part)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ntfscat {path}");
+    out.stdout
+}
+
+/// Every byte form of a machine SID a hive can hold: binary, the three
+/// sub-authorities in a row, UTF-16LE and ASCII text.
+fn sid_forms(sid: &str) -> Vec<Vec<u8>> {
+    let s: Sid = sid.parse().unwrap();
+    let bin = s.to_bytes();
+    let subs = bin[bin.len() - 12..].to_vec();
+    let utf16: Vec<u8> = sid.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    vec![bin, subs, utf16, sid.as_bytes().to_vec()]
+}
+
+/// How hivexregedit exports a REG_SZ value `name` = `text`.
+fn sz_line(name: &str, text: &str) -> String {
+    let hex: Vec<String> = text
+        .encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"{name}\"=hex(1):{}", hex.join(","))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What an independent toolchain reads from a personalized disk: the
+/// machine SID bytes (PolAcDmS, via hivexregedit), the computer name and
+/// the answer file; and it checks that the template SID is nowhere.
+struct Seen {
+    export_security: String,
+    export_system: String,
+    unattend: String,
+}
+
+fn read_back(img: &Path, dir: &Path, template_sid: &str) -> Seen {
+    let ext = img.extension().unwrap().to_string_lossy().to_string();
+    // qemu-img checks VHDX; for VHD (which it cannot check) the convert
+    // below must read every block.
+    if ext == "vhdx" {
+        run(
+            "qemu-img",
+            &[
+                "check".as_ref(),
+                "-f".as_ref(),
+                "vhdx".as_ref(),
+                img.as_os_str(),
+            ],
+        );
+    }
+    let part = partition_file(img, dir);
+    let audit = run("ntfssecaudit", &["-a".as_ref(), part.as_os_str()]);
+    assert!(audit.contains("No errors were found"), "{ext}: {audit}");
+    let sam_acl = run(
+        "ntfssecaudit",
+        &[part.as_os_str(), "/Windows/System32/config/SAM".as_ref()],
+    );
+    assert!(!sam_acl.contains(template_sid), "{ext}: {sam_acl}");
+    assert!(sam_acl.contains("-1001"), "{ext}: {sam_acl}");
+    let mut exports = Vec::new();
+    for hive in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY"] {
+        let data = ntfscat(&part, &format!("/Windows/System32/config/{hive}"));
+        for form in sid_forms(template_sid) {
+            assert!(
+                !contains(&data, &form),
+                "{ext} {hive}: a form of the template SID remains"
+            );
+        }
+        let h = dir.join(format!("{ext}-{hive}"));
+        std::fs::write(&h, &data).unwrap();
+        exports.push(run(
+            "hivexregedit",
+            &["--export".as_ref(), h.as_os_str(), "\\".as_ref()],
+        ));
+    }
+    let unattend =
+        String::from_utf8_lossy(&ntfscat(&part, "/Windows/Panther/unattend.xml")).replace('\0', "");
+    std::fs::remove_file(&part).unwrap();
+    Seen {
+        export_system: exports[0].clone(),
+        export_security: exports[3].clone(),
+        unattend,
+    }
+}
+
+/// The `PolAcDmS` value line of a SECURITY export.
+fn polacdms(export: &str) -> String {
+    let at = export.find("[\\Policy\\PolAcDmS]").expect("PolAcDmS key");
+    export[at..].lines().nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn personalize_each_disk_kind_in_place() {
+    let Some(f) = fixtures() else { return };
+    for (src, template_sid) in &f.images {
+        let tmp = tempfile::tempdir().unwrap();
+        let ext = src.extension().unwrap().to_string_lossy().to_string();
+        let mut seen_sids = Vec::new();
+        for (i, name) in ["WEB-1", "WEB-2"].iter().enumerate() {
+            let img = tmp.path().join(format!("{name}.{ext}"));
+            std::fs::copy(src, &img).unwrap();
+            let before = std::fs::read(src).unwrap();
+            let out = personalize(
+                &img,
+                None,
+                &PersonalizeOptions {
+                    name: Some(name.to_string()),
+                    seed: Some(10 + i as u64),
+                    ..PersonalizeOptions::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(out.len(), 1, "{ext}");
+            let r = &out[0];
+            assert_eq!(r.sid[0].old, *template_sid, "{ext}");
+            assert_ne!(r.sid[0].new, *template_sid, "{ext}");
+            assert_eq!(std::fs::read(src).unwrap(), before, "{ext}: source changed");
+            let seen = read_back(&img, tmp.path(), template_sid);
+            assert!(
+                seen.export_system.contains(&sz_line("ComputerName", name)),
+                "{ext}: computer name not in SYSTEM"
+            );
+            assert!(
+                seen.unattend
+                    .contains(&format!("<ComputerName>{name}</ComputerName>")),
+                "{ext}: {}",
+                seen.unattend
+            );
+            let new: Sid = r.sid[0].new.parse().unwrap();
+            let hex: Vec<String> = new.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            let line = polacdms(&seen.export_security);
+            assert!(line.contains(&hex.join(",")), "{ext}: {line}");
+            seen_sids.push(line);
+        }
+        assert_ne!(seen_sids[0], seen_sids[1], "{ext}: two copies share a SID");
+    }
+}
+
+#[test]
+fn personalize_refuses_an_image_that_is_not_generalized() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    build_windows_root(&root, None).unwrap();
+    let built = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
+    let Some(img) = built
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "vhdx"))
+    else {
+        panic!("no VHDX fixture");
+    };
+    let before = std::fs::read(img).unwrap();
+    let e = personalize(img, None, &PersonalizeOptions::default()).unwrap_err();
+    assert!(matches!(e, ResealError::Refused { .. }), "{e}");
+    assert!(e.to_string().contains("not generalized"), "{e}");
+    assert_eq!(std::fs::read(img).unwrap(), before);
+    // --force personalizes it anyway.
+    let out = personalize(
+        img,
+        None,
+        &PersonalizeOptions {
+            force: true,
+            ..PersonalizeOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn stamp_full_copies_of_a_disk() {
+    let Some(f) = fixtures() else { return };
+    let (src, template_sid) = f
+        .images
+        .iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "raw"))
+        .expect("raw fixture");
+    let tmp = tempfile::tempdir().unwrap();
+    let before = std::fs::read(src).unwrap();
+    let mut o = StampOptions::new(
+        tmp.path().join("out"),
+        2,
+        CloneNames::Pattern("APP-{n}".into()),
+    );
+    o.seed = Some(5);
+    let report = stamp(src, &o).unwrap();
+    assert_eq!(std::fs::read(src).unwrap(), before, "source changed");
+    assert_eq!(report.clones.len(), 2);
+    let mut lines = Vec::new();
+    for c in &report.clones {
+        assert_eq!(
+            c.file,
+            tmp.path()
+                .join("out")
+                .canonicalize()
+                .unwrap()
+                .join(format!("{}.raw", c.name))
+        );
+        assert_eq!(c.clone_kind, "copy");
+        assert!(c.allocated_bytes < std::fs::metadata(src).unwrap().len());
+        let seen = read_back(&c.file, tmp.path(), template_sid);
+        lines.push(polacdms(&seen.export_security));
+        assert!(
+            seen.export_system
+                .contains(&sz_line("ComputerName", &c.name))
+        );
+    }
+    assert_ne!(lines[0], lines[1]);
+    // No partial clone is left behind.
+    let names: Vec<String> = std::fs::read_dir(tmp.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
