@@ -11,6 +11,13 @@
 //! security functions, which keep `$Secure` (`$SDS`, `$SDH`, `$SII`)
 //! consistent.
 //!
+//! libntfs-3g promises no thread safety (it keeps process-wide state such
+//! as its log handler and attribute caches, and its documentation makes no
+//! claim about concurrent volumes), so one process-wide lock is held from
+//! [`NtfsWriter::mount`] until the writer is unmounted or dropped: volumes
+//! are written one at a time, while everything around them (hive editing,
+//! planning, wimlib) still runs in parallel.
+//!
 //! libntfs-3g caches metadata until the unmount; a caller that wants all or
 //! nothing mounts over a copy-on-write layer
 //! ([`crate::disk::overlay::OverlayDisk`]) and makes the writes durable
@@ -19,6 +26,7 @@
 mod ffi;
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::disk::BlockDevice;
 use crate::{ResealError, Result};
@@ -31,9 +39,21 @@ const FIRST_USER: u64 = 16;
 /// Low 48 bits of an MFT reference: the record number.
 const MREF_MASK: u64 = 0xFFFF_FFFF_FFFF;
 
+/// The lock every use of libntfs-3g holds (see the module documentation).
+static LIBNTFS3G: Mutex<()> = Mutex::new(());
+
+fn libntfs3g_lock() -> MutexGuard<'static, ()> {
+    // A panic while it was held leaves nothing of libntfs-3g behind that a
+    // later mount depends on (the volume was dropped): go on.
+    LIBNTFS3G.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A mounted NTFS volume, written through libntfs-3g.
 pub struct NtfsWriter<D: BlockDevice + 'static> {
     vol: Volume<D>,
+    /// Held while mounted; declared after `vol` so it is released after
+    /// the volume is dropped.
+    _lock: MutexGuard<'static, ()>,
     /// What to name in errors (the image file and partition).
     label: String,
     /// Whether writes leave the files' times as they were.
@@ -84,9 +104,11 @@ impl<D: BlockDevice + 'static> NtfsWriter<D> {
     /// On failure the device comes back with the error.
     #[allow(clippy::result_large_err)]
     pub fn mount(dev: D, label: &str) -> std::result::Result<Self, (ResealError, D)> {
+        let lock = libntfs3g_lock();
         match Volume::mount(dev, false) {
             Ok(vol) => Ok(NtfsWriter {
                 vol,
+                _lock: lock,
                 label: label.to_string(),
                 keep_times: false,
             }),
