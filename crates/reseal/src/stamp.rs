@@ -13,6 +13,7 @@
 //! | VHDX, VHD | `out/<name>.vhdx` / `.vhd`: a differencing disk whose parent is the image (relative parent locator, so the folder moves together); only the blocks personalize changes are stored | a standalone copy |
 //! | qcow2 | `out/<name>.qcow2`: an overlay with the image as its backing file | a standalone copy |
 //! | raw, VMDK (single file) | a standalone copy | same |
+//! | WIM | one new WIM at `out` (a file) holding one personalized copy of image 1 per clone, named after it; the copies share the file data | same |
 //!
 //! Standalone copies are reflinked where the filesystem can (btrfs, XFS)
 //! and otherwise copied sparsely (runs of zeros become holes). The image
@@ -76,7 +77,8 @@ pub const DEFAULT_PATTERN: &str = "CLONE-{n:03}";
 pub struct StampOptions {
     /// Number of clones.
     pub count: usize,
-    /// The folder that receives the clones (created if needed).
+    /// The folder that receives the clones (created if needed); for a WIM,
+    /// the new WIM file.
     pub out: PathBuf,
     /// Computer names (also the clones' file or folder names).
     pub names: CloneNames,
@@ -116,9 +118,11 @@ pub struct StampedClone {
     /// The clone on the host: a folder or an image file.
     pub file: PathBuf,
     /// `linked` (differencing child / overlay of the image), `copy` (a
-    /// standalone image file) or `tree` (a folder).
+    /// standalone image file), `tree` (a folder) or `wim-image` (an image
+    /// of the new WIM).
     pub clone_kind: &'static str,
-    /// Bytes the clone occupies on the host filesystem (allocated blocks).
+    /// Bytes the clone occupies on the host filesystem (allocated blocks;
+    /// for WIM images, the whole new WIM, which they share).
     pub allocated_bytes: u64,
 }
 
@@ -418,12 +422,7 @@ pub fn stamp(src: &Path, opts: &StampOptions) -> Result<StampReport> {
                 personalize_backend(&mut b, &check)?;
             }
         }
-        ImageKind::Wim => {
-            return Err(invalid(
-                src.display().to_string(),
-                "stamp makes clones of directory roots and disk images (raw, VHD, VHDX, qcow2, VMDK); a WIM is applied per machine: apply it (wimlib-imagex apply) and stamp or personalize the result",
-            ));
-        }
+        ImageKind::Wim => return stamp_wim(&src, opts, &names),
     }
     fs::create_dir_all(&opts.out).map_err(io_err(&opts.out, "create the output folder"))?;
     let out = fs::canonicalize(&opts.out).map_err(io_err(&opts.out, "open the output folder"))?;
@@ -523,6 +522,75 @@ pub fn stamp(src: &Path, opts: &StampOptions) -> Result<StampReport> {
         format: kind.name().to_string(),
         clones,
     })
+}
+
+/// Stamps a WIM: one new WIM at `opts.out` holding, per clone, a copy of
+/// image 1 of `src` (sharing its file data) named after the clone and
+/// personalized. The images are personalized one after the other, each
+/// commit appending to the new file; the new WIM is built under a
+/// temporary name and renamed into place when every image is done.
+fn stamp_wim(src: &Path, opts: &StampOptions, names: &[String]) -> Result<StampReport> {
+    use crate::backend::wim::{ImageSelector, WimBackend, export_copies};
+    let out = &opts.out;
+    if out.is_dir() || fs::symlink_metadata(out).is_ok() {
+        return Err(invalid(
+            out.display().to_string(),
+            "for a WIM, --out names the new WIM file to write, which must not exist",
+        ));
+    }
+    let mut check = WimBackend::open(src, ImageSelector::Index(1))?;
+    personalize_backend(
+        &mut check,
+        &PersonalizeOptions {
+            force: opts.force,
+            dry_run: true,
+            seed: opts.seed,
+            ..PersonalizeOptions::default()
+        },
+    )?;
+    drop(check);
+    let tmp = partial_name(out);
+    remove_any(&tmp);
+    let made = (|| {
+        export_copies(src, 1, names, &tmp)?;
+        let mut clones = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let mut b = WimBackend::open(&tmp, ImageSelector::Index(i as u32 + 1))?;
+            let mut identity = personalize_backend(
+                &mut b,
+                &PersonalizeOptions {
+                    name: Some(name.clone()),
+                    seed: opts.seed.map(|s| derive_seed(s, i)),
+                    force: opts.force,
+                    ..PersonalizeOptions::default()
+                },
+            )?;
+            identity.path = out.clone();
+            clones.push(StampedClone {
+                identity,
+                file: out.clone(),
+                clone_kind: "wim-image",
+                allocated_bytes: 0,
+            });
+        }
+        fs::rename(&tmp, out).map_err(io_err(out, "move the finished WIM into place"))?;
+        let total = allocated_bytes(out);
+        for c in &mut clones {
+            c.allocated_bytes = total;
+        }
+        Ok(clones)
+    })();
+    match made {
+        Ok(clones) => Ok(StampReport {
+            source: src.to_path_buf(),
+            format: ImageKind::Wim.name().to_string(),
+            clones,
+        }),
+        Err(e) => {
+            remove_any(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Copies the tree at `src` to `dst` (which must not exist): files with

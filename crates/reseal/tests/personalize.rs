@@ -380,3 +380,101 @@ fn stamp_full_copies_of_a_disk() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+#[test]
+fn stamp_a_wim_into_one_new_wim_of_personalized_images() {
+    if !(require_tool("wimlib-imagex") && require_tool("hivexregedit")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    build_windows_root(&root, None).unwrap();
+    let wims = reseal_testkit::build_wims(&root, &tmp.path().join("wim")).unwrap();
+    let src = wims
+        .iter()
+        .find(|p| p.to_string_lossy().contains("lzx"))
+        .expect("LZX fixture")
+        .clone();
+    let reports = reseal::backend::wim::generalize_all_images(
+        &src,
+        None,
+        false,
+        &GeneralizeOptions {
+            seed: Some(4),
+            ..GeneralizeOptions::default()
+        },
+    )
+    .unwrap();
+    let template_sid = reports[0].installs[0].sid.as_ref().unwrap().new.clone();
+    let before = std::fs::read(&src).unwrap();
+    let out = tmp.path().join("clones.wim");
+    let mut o = StampOptions::new(
+        &out,
+        2,
+        CloneNames::List(vec!["PC-A".into(), "PC-B".into()]),
+    );
+    o.seed = Some(9);
+    let report = stamp(&src, &o).unwrap();
+    assert_eq!(std::fs::read(&src).unwrap(), before, "source changed");
+    assert_eq!(report.clones.len(), 2);
+    let verify = run("wimlib-imagex", &["verify".as_ref(), out.as_os_str()]);
+    assert!(verify.contains("successfully verified"), "{verify}");
+    let info = run("wimlib-imagex", &["info".as_ref(), out.as_os_str()]);
+    assert!(info.contains("Image Count:    2"), "{info}");
+    let mut lines = Vec::new();
+    for (i, name) in ["PC-A", "PC-B"].iter().enumerate() {
+        assert!(
+            info.contains(&format!("Name:                   {name}")),
+            "{info}"
+        );
+        let dest = tmp.path().join(format!("x{i}"));
+        run(
+            "wimlib-imagex",
+            &[
+                "extract".as_ref(),
+                out.as_os_str(),
+                format!("{}", i + 1).as_ref(),
+                "/Windows/System32/config/SECURITY".as_ref(),
+                "/Windows/System32/config/SYSTEM".as_ref(),
+                "/Windows/System32/config/SAM".as_ref(),
+                "/Windows/System32/config/SOFTWARE".as_ref(),
+                format!("--dest-dir={}", dest.display()).as_ref(),
+                "--no-acls".as_ref(),
+            ],
+        );
+        for hive in ["SECURITY", "SYSTEM", "SAM", "SOFTWARE"] {
+            let data = std::fs::read(dest.join(hive)).unwrap();
+            for form in sid_forms(&template_sid) {
+                assert!(
+                    !contains(&data, &form),
+                    "image {}: {hive} keeps the template SID",
+                    i + 1
+                );
+            }
+        }
+        let sec = run(
+            "hivexregedit",
+            &[
+                "--export".as_ref(),
+                dest.join("SECURITY").as_os_str(),
+                "\\".as_ref(),
+            ],
+        );
+        let sys = run(
+            "hivexregedit",
+            &[
+                "--export".as_ref(),
+                dest.join("SYSTEM").as_os_str(),
+                "\\".as_ref(),
+            ],
+        );
+        assert!(
+            sys.contains(&sz_line("ComputerName", name)),
+            "image {}",
+            i + 1
+        );
+        lines.push(polacdms(&sec));
+    }
+    assert_ne!(lines[0], lines[1], "two images share a SID");
+    assert!(!tmp.path().join(".clones.wim.reseal-partial").exists());
+}

@@ -261,6 +261,15 @@ unsafe extern "C" {
         flags: c_int,
     ) -> c_int;
     fn wimlib_overwrite(wim: *mut WimStruct, flags: c_int, threads: c_uint) -> c_int;
+    fn wimlib_create_new_wim(ctype: c_int, wim_ret: *mut *mut WimStruct) -> c_int;
+    fn wimlib_export_image(
+        src_wim: *mut WimStruct,
+        src_image: c_int,
+        dest_wim: *mut WimStruct,
+        dest_name: *const c_char,
+        dest_description: *const c_char,
+        export_flags: c_int,
+    ) -> c_int;
     fn wimlib_write(
         wim: *mut WimStruct,
         path: *const c_char,
@@ -337,6 +346,8 @@ pub struct WimInfo {
     pub total_parts: u16,
     /// Whether the WIM has an integrity table.
     pub has_integrity_table: bool,
+    /// wimlib's compression type code (0 none, 1 XPRESS, 2 LZX, 3 LZMS).
+    pub compression_type: i32,
 }
 
 /// One entry of an image's tree.
@@ -676,6 +687,7 @@ impl Wim {
             image_count: raw.image_count,
             total_parts: raw.total_parts,
             has_integrity_table: raw.flags & 1 != 0,
+            compression_type: raw.compression_type,
         })
     }
 
@@ -966,6 +978,39 @@ impl Wim {
         let code = unsafe { wimlib_overwrite(self.ptr, flags, 0) };
         self.finish_progress();
         check("wimlib_overwrite", code)
+    }
+
+    /// A new WIM with no image, compressing with wimlib's compression
+    /// type `ctype` (as [`WimInfo::compression_type`] reports it).
+    pub fn create_new(ctype: i32) -> Result<Wim, WimError> {
+        let mut ptr: *mut WimStruct = std::ptr::null_mut();
+        // SAFETY: `ptr` is a valid out-pointer; on success wimlib stores an
+        // owned WIMStruct in it.
+        let code = unsafe { wimlib_create_new_wim(ctype, &mut ptr) };
+        check("wimlib_create_new_wim", code)?;
+        Ok(Wim {
+            ptr,
+            progress: None,
+        })
+    }
+
+    /// Adds image `image` of `self` to `dest` under `name`. The new image
+    /// shares the file data of `self`, which must therefore stay open
+    /// until `dest` has been written.
+    pub fn export_image(
+        &self,
+        image: i32,
+        dest: &mut Wim,
+        name: &str,
+        description: &str,
+    ) -> Result<(), WimError> {
+        let n = cstring("wimlib_export_image", name.as_bytes())?;
+        let d = cstring("wimlib_export_image", description.as_bytes())?;
+        // SAFETY: both WIMStructs are live and distinct; the strings are
+        // valid and NUL-terminated; wimlib copies them.
+        let code =
+            unsafe { wimlib_export_image(self.ptr, image, dest.ptr, n.as_ptr(), d.as_ptr(), 0) };
+        check("wimlib_export_image", code)
     }
 
     /// Writes the WIM (every image) to a new file.

@@ -20,12 +20,14 @@
 //! with no security descriptor, the attributes and timestamps of the staged
 //! host file, and no alternate data streams or short name.
 
+mod export;
 #[allow(unsafe_code)]
 mod ffi;
 mod keep;
 
 mod all;
 pub use all::{generalize_all_images, generalize_all_images_with_progress, image_count};
+pub use export::export_copies;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
