@@ -24,6 +24,8 @@ mod bench_devices;
 mod bench_disk;
 #[path = "bench_sid.rs"]
 mod bench_sid;
+#[path = "bench_stamp.rs"]
+mod bench_stamp;
 #[path = "bench_wim.rs"]
 mod bench_wim;
 
@@ -162,7 +164,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["sid"] => bench_sid::bench_sid(),
         ["wim"] => bench_wim::bench_wim(),
         ["disk"] => bench_disk::bench_disk(),
-        _ => bail!("usage: cargo xtask bench hive|devices|sid|wim|disk"),
+        ["stamp"] => bench_stamp::bench_stamp(),
+        _ => bail!("usage: cargo xtask bench hive|devices|sid|wim|disk|stamp"),
     }
 }
 

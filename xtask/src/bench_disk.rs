@@ -98,7 +98,7 @@ const OFFSET: u64 = 1 << 20;
 const MIB: u64 = 1 << 20;
 
 /// Total size of the files under `dir`.
-fn tree_bytes(dir: &Path) -> Result<u64> {
+pub(super) fn tree_bytes(dir: &Path) -> Result<u64> {
     let mut n = 0;
     for e in fs::read_dir(dir)? {
         let e = e?;
@@ -166,7 +166,13 @@ struct Disk {
 /// `disk.path` from the root (GPT, one NTFS partition sized to fit,
 /// `wimlib-imagex apply`, VHDX) and removes the data again. Returns the
 /// partition size.
-fn build_disk(root: &Path, disk: &Path, mb: u64, salt: u64, scratch: &Path) -> Result<u64> {
+pub(super) fn build_disk(
+    root: &Path,
+    disk: &Path,
+    mb: u64,
+    salt: u64,
+    scratch: &Path,
+) -> Result<u64> {
     write_data(root, mb, salt)?;
     let root_bytes = tree_bytes(root)?;
     // The root as a WIM, nothing excluded (wimlib's default configuration
@@ -544,10 +550,10 @@ fn script(disk: &Disk, tmp: &Path, hives: &[HiveFile], regs: &Path) -> String {
 /// One measured command: median wall time, median CPU time (user and
 /// system, of the command and the descendants it waited for) and the
 /// largest peak RSS (of the command or of one of those descendants).
-struct Timing {
-    wall_ms: f64,
-    cpu_ms: Option<f64>,
-    peak_kib: Option<u64>,
+pub(super) struct Timing {
+    pub(super) wall_ms: f64,
+    pub(super) cpu_ms: Option<f64>,
+    pub(super) peak_kib: Option<u64>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -557,7 +563,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs `make()` `runs()` times, `prepare()` before each (not timed), under
 /// GNU time when present (`%U %S %M`, written to `scratch/time.txt`).
-fn time_runs(
+pub(super) fn time_runs(
     mut prepare: impl FnMut() -> Result<()>,
     make: impl Fn() -> Command,
     scratch: &Path,

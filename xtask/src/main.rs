@@ -21,6 +21,7 @@ tasks:
   bench hive   benchmark the hive engine against other readers and writers (not yet)
   bench wim    benchmark generalizing a WIM against extract + hivexregedit + update
   bench disk   benchmark generalizing a VHDX against qemu-img + ntfs-3g tools + hivexregedit
+  bench stamp  benchmark stamping 20 linked VHDX clones against copying the parent and personalizing each copy
 ";
 
 fn main() -> ExitCode {
