@@ -42,6 +42,7 @@ const DEBIAN: &[(&str, &[&str])] = &[
     ("sfdisk", &["fdisk"]),
     ("mkntfs", &["ntfs-3g"]),
     ("qemu-img", &["qemu-utils"]),
+    ("vhdiinfo", &["libvhdi-utils", "python3-libvhdi"]),
 ];
 
 /// Which file (not a command) comes from which Debian packages: wimlib's

@@ -494,6 +494,129 @@ pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(a)
 }
 
+/// Creates the new image `path` without ever leaving a partial file under
+/// that name: `fill` writes it under a temporary name beside it (created
+/// exclusively), the data is flushed, and the file is linked to `path`,
+/// which must not exist (checked again atomically by the link).
+pub(crate) fn create_image_file(
+    path: &Path,
+    fill: impl FnOnce(&ImageFile) -> Result<()>,
+) -> Result<()> {
+    let exists = |p: &Path| ResealError::InvalidInput {
+        what: p.display().to_string(),
+        message: "the new image already exists".into(),
+    };
+    if path.symlink_metadata().is_ok() {
+        return Err(exists(path));
+    }
+    let name = path.file_name().ok_or_else(|| ResealError::InvalidInput {
+        what: path.display().to_string(),
+        message: "a new image needs a file name".into(),
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(|e| ResealError::InvalidInput {
+        what: path.display().to_string(),
+        message: format!("the system random source failed: {e}"),
+    })?;
+    let tmp_name = format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let tmp = dir.join(tmp_name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, "creating the new image", e))?;
+    let image = ImageFile {
+        path: tmp.clone(),
+        file,
+        writable: true,
+    };
+    let done = fill(&image).and_then(|()| image.sync());
+    drop(image);
+    let linked = done.and_then(|()| match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(path)),
+        // A file system without hard links: rename, after a last check.
+        Err(_) if path.symlink_metadata().is_err() => {
+            std::fs::rename(&tmp, path).map_err(|e| io_err(path, "renaming the new image", e))
+        }
+        Err(e) => Err(io_err(path, "linking the new image", e)),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The absolute, symlink-free form of `path` (which must exist).
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).map_err(|e| io_err(path, "resolving the path", e))
+}
+
+/// `to` relative to the directory `from` (both absolute), in Windows form
+/// with backslashes: `.\\name` or `..\\dir\\name`.
+pub(crate) fn relative_win_path(from: &Path, to: &Path) -> String {
+    let a: Vec<_> = from.components().collect();
+    let b: Vec<_> = to.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut parts: Vec<String> = Vec::new();
+    if common == a.len() {
+        parts.push(".".into());
+    }
+    for _ in common..a.len() {
+        parts.push("..".into());
+    }
+    for c in &b[common..] {
+        parts.push(c.as_os_str().to_string_lossy().into_owned());
+    }
+    parts.join("\\")
+}
+
+/// A path in Windows form: every `/` becomes a backslash.
+pub(crate) fn win_path(p: &Path) -> String {
+    p.to_string_lossy().replace('/', "\\")
+}
+
+/// Encodes `s` as UTF-16LE (no terminating NUL).
+pub(crate) fn to_utf16le(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// Checks that a parent named by a differencing disk is a regular file
+/// (not a device, FIFO, socket or directory) before it is opened.
+pub(crate) fn check_parent_file(child: &Path, at: u64, parent: &Path) -> Result<()> {
+    match std::fs::metadata(parent) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) => Err(format_err(
+            child,
+            at,
+            format!("parent {}", parent.display()),
+            "a regular file",
+            format!("{:?}", m.file_type()),
+        )),
+        Err(e) => Err(format_err(
+            child,
+            at,
+            format!("parent {}", parent.display()),
+            "an existing regular file",
+            e.to_string(),
+        )),
+    }
+}
+
 /// Decodes UTF-16LE up to the first NUL.
 pub(crate) fn utf16le(b: &[u8]) -> String {
     let units: Vec<u16> = b

@@ -260,30 +260,7 @@ impl VhdDisk {
                 ));
             }
             let parent_path = disk.locate_parent(&hdr, dyn_at)?;
-            let parent: Box<dyn BlockDevice> = match super::detect_format(&parent_path)? {
-                super::ImageFormat::Vhd => {
-                    let p = VhdDisk::open_depth(&parent_path, Access::ReadOnly, depth + 1)?;
-                    if p.footer[68..84] != hdr[40..56] {
-                        return Err(disk.file.format_err(
-                            dyn_at + 40,
-                            "VHD parent unique ID",
-                            format!(
-                                "the unique ID of {}: {:02X?}",
-                                parent_path.display(),
-                                &p.footer[68..84]
-                            ),
-                            format!("{:02X?}", &hdr[40..56]),
-                        ));
-                    }
-                    Box::new(p)
-                }
-                super::ImageFormat::Vhdx => {
-                    Box::new(super::vhdx::VhdxDisk::open(&parent_path, Access::ReadOnly)?)
-                }
-                super::ImageFormat::Raw => {
-                    Box::new(super::raw::RawDisk::open(&parent_path, Access::ReadOnly)?)
-                }
-            };
+            let parent = disk.open_parent(&parent_path, &hdr, dyn_at, depth)?;
             disk.parent = Some(parent);
             disk.parent_path = Some(parent_path);
         }
@@ -316,11 +293,10 @@ impl VhdDisk {
                 if code == b"W2ru" {
                     candidates.push(dir.join(text.trim_start_matches("./")));
                 } else {
-                    let abs = PathBuf::from(&text);
-                    if let Some(name) = text.rsplit('/').next() {
+                    candidates.push(PathBuf::from(&text));
+                    if let Some(name) = text.rsplit('/').next().filter(|s| !s.is_empty()) {
                         candidates.push(dir.join(name));
                     }
-                    candidates.push(abs);
                 }
             }
         }
@@ -329,7 +305,9 @@ impl VhdDisk {
             candidates.push(dir.join(base));
         }
         for c in candidates {
-            if c.is_file() {
+            // The first name that exists is the parent; it must then pass
+            // the checks of `open_parent` (no falling through to others).
+            if std::fs::metadata(&c).is_ok() {
                 return Ok(c);
             }
             tried.push(c.display().to_string());
@@ -344,6 +322,46 @@ impl VhdDisk {
                 format!("none of: {}", tried.join(", "))
             },
         ))
+    }
+
+    /// Opens the parent found by [`Self::locate_parent`] after checking
+    /// that it is a regular file holding a VHD whose footer unique ID is
+    /// the one this child records.
+    fn open_parent(
+        &self,
+        parent: &Path,
+        hdr: &[u8; 1024],
+        dyn_at: u64,
+        depth: u32,
+    ) -> Result<Box<dyn BlockDevice>> {
+        let child = &self.file.path;
+        super::check_parent_file(child, dyn_at + 576, parent)?;
+        let what = || format!("parent {} of this differencing VHD", parent.display());
+        let format = super::detect_format(parent)?;
+        if format != super::ImageFormat::Vhd {
+            return Err(super::format_err(
+                child,
+                dyn_at + 576,
+                what(),
+                "a VHD file",
+                format!("{format:?}"),
+            ));
+        }
+        let mut want = [0u8; 16];
+        want.copy_from_slice(&hdr[40..56]);
+        let p = VhdDisk::open_depth(parent, Access::ReadOnly, depth + 1)?;
+        let mut found = [0u8; 16];
+        found.copy_from_slice(&p.footer[68..84]);
+        if found != want {
+            return Err(super::format_err(
+                child,
+                dyn_at + 40,
+                what(),
+                format!("unique ID {} (recorded in the child)", hex(&want)),
+                format!("unique ID {}", hex(&found)),
+            ));
+        }
+        Ok(Box::new(p))
     }
 
     fn read_parent(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -637,4 +655,151 @@ impl Drop for VhdDisk {
             let _ = self.commit_bat();
         }
     }
+}
+
+/// Hexadecimal text of `b`.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// Seconds since 2000-01-01 00:00:00 UTC (the VHD time stamp) of `t`.
+fn vhd_time(t: std::time::SystemTime) -> u32 {
+    const EPOCH_2000: u64 = 946_684_800;
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(secs.saturating_sub(EPOCH_2000)).unwrap_or(u32::MAX)
+}
+
+/// Block size of the differencing disks [`create_child`] makes (2 MiB).
+const CHILD_BLOCK: u64 = 2 << 20;
+
+/// Creates `child`, a new differencing VHD whose parent is the VHD
+/// `parent`: the parent's size, geometry and creator (so every reader
+/// derives the same size for both), block size 2 MiB, an empty BAT, the
+/// parent's unique ID, modification time and file name in the dynamic
+/// header, and two parent locators: W2ru (the path relative to the
+/// child's directory, `.\name.vhd` or `..\dir\name.vhd`) and W2ku (the
+/// absolute path), both UTF-16LE.
+///
+/// The layout is the footer copy, the dynamic header, the BAT, the two
+/// locators and the footer. The file is written under a temporary name
+/// beside `child` and linked into place; `child` must not exist.
+pub fn create_child(parent: &Path, child: &Path) -> Result<()> {
+    let parent_abs = super::absolute(parent)?;
+    super::check_parent_file(child, 0, &parent_abs)?;
+    if super::detect_format(&parent_abs)? != super::ImageFormat::Vhd {
+        return Err(super::format_err(
+            &parent_abs,
+            0,
+            "parent of a new differencing VHD",
+            "a VHD file",
+            "another format",
+        ));
+    }
+    let p = VhdDisk::open(&parent_abs, Access::ReadOnly)?;
+    let pfoot = p.footer;
+    let size = be64(&pfoot, 48).max(p.len());
+    drop(p);
+    let mtime = std::fs::metadata(&parent_abs)
+        .and_then(|m| m.modified())
+        .map_err(|e| super::io_err(&parent_abs, "reading the parent's time stamp", e))?;
+    let child_dir = match child.parent() {
+        Some(d) if !d.as_os_str().is_empty() => super::absolute(d)?,
+        _ => super::absolute(Path::new("."))?,
+    };
+    if parent_abs.to_string_lossy().contains('\\') || child_dir.to_string_lossy().contains('\\') {
+        return Err(ResealError::InvalidInput {
+            what: parent_abs.display().to_string(),
+            message: "a parent locator cannot name a path holding a backslash".into(),
+        });
+    }
+    let relative = super::to_utf16le(&super::relative_win_path(&child_dir, &parent_abs));
+    let absolute = super::to_utf16le(&super::win_path(&parent_abs));
+    let name: Vec<u8> = parent_abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .encode_utf16()
+        .flat_map(u16::to_be_bytes)
+        .collect();
+    if name.len() > 512 {
+        return Err(ResealError::InvalidInput {
+            what: parent_abs.display().to_string(),
+            message: "the parent's file name is longer than a VHD header holds".into(),
+        });
+    }
+    let entries = size.div_ceil(CHILD_BLOCK).max(1);
+    let dyn_at = SECTOR;
+    let bat_at = dyn_at + 1024;
+    let bat_len = (entries * 4).div_ceil(SECTOR) * SECTOR;
+    let rel_at = bat_at + bat_len;
+    let rel_space = (relative.len() as u64).div_ceil(SECTOR).max(1);
+    let abs_at = rel_at + rel_space * SECTOR;
+    let abs_space = (absolute.len() as u64).div_ceil(SECTOR).max(1);
+    let foot_at = abs_at + abs_space * SECTOR;
+    let entries32 = u32::try_from(entries).map_err(|_| {
+        super::format_err(
+            &parent_abs,
+            48,
+            "VHD disk size",
+            "a size a VHD can hold",
+            size.to_string(),
+        )
+    })?;
+
+    let mut footer = [0u8; 512];
+    footer[0..8].copy_from_slice(b"conectix");
+    footer[8..12].copy_from_slice(&2u32.to_be_bytes());
+    footer[12..16].copy_from_slice(&0x0001_0000u32.to_be_bytes());
+    footer[16..24].copy_from_slice(&dyn_at.to_be_bytes());
+    footer[24..28].copy_from_slice(&vhd_time(std::time::SystemTime::now()).to_be_bytes());
+    // Creator, version, host OS, sizes and geometry as the parent's, so
+    // that readers choosing between the geometry and the size field agree.
+    footer[28..60].copy_from_slice(&pfoot[28..60]);
+    footer[60..64].copy_from_slice(&4u32.to_be_bytes());
+    let mut uid = [0u8; 16];
+    getrandom::fill(&mut uid).map_err(|e| ResealError::InvalidInput {
+        what: "VHD unique ID".into(),
+        message: format!("the system random source failed: {e}"),
+    })?;
+    footer[68..84].copy_from_slice(&uid);
+    let c = checksum(&footer, 64);
+    footer[64..68].copy_from_slice(&c.to_be_bytes());
+
+    let mut hdr = [0u8; 1024];
+    hdr[0..8].copy_from_slice(b"cxsparse");
+    hdr[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+    hdr[16..24].copy_from_slice(&bat_at.to_be_bytes());
+    hdr[24..28].copy_from_slice(&0x0001_0000u32.to_be_bytes());
+    hdr[28..32].copy_from_slice(&entries32.to_be_bytes());
+    hdr[32..36].copy_from_slice(&(CHILD_BLOCK as u32).to_be_bytes());
+    hdr[40..56].copy_from_slice(&pfoot[68..84]);
+    hdr[56..60].copy_from_slice(&vhd_time(mtime).to_be_bytes());
+    hdr[64..64 + name.len()].copy_from_slice(&name);
+    for (i, (code, len, space, at)) in [
+        (b"W2ru", relative.len(), rel_space, rel_at),
+        (b"W2ku", absolute.len(), abs_space, abs_at),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = 576 + 24 * i;
+        hdr[e..e + 4].copy_from_slice(code);
+        hdr[e + 4..e + 8].copy_from_slice(&(space as u32).to_be_bytes());
+        hdr[e + 8..e + 12].copy_from_slice(&(len as u32).to_be_bytes());
+        hdr[e + 16..e + 24].copy_from_slice(&at.to_be_bytes());
+    }
+    let c = checksum(&hdr, 36);
+    hdr[36..40].copy_from_slice(&c.to_be_bytes());
+
+    super::create_image_file(child, |f| {
+        f.set_len(foot_at + SECTOR)?;
+        f.write(0, &footer)?;
+        f.write(dyn_at, &hdr)?;
+        f.write(bat_at, &vec![0xFFu8; bat_len as usize])?;
+        f.write(rel_at, &relative)?;
+        f.write(abs_at, &absolute)?;
+        f.write(foot_at, &footer)
+    })
 }

@@ -55,6 +55,8 @@ const VIRTUAL_DISK_ID: Guid = Guid::from_str_const("BECA12AB-B2E6-4523-93EF-C309
 const LOGICAL_SECTOR_SIZE: Guid = Guid::from_str_const("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
 const PHYSICAL_SECTOR_SIZE: Guid = Guid::from_str_const("CDA348C7-445D-4471-9CC9-E9885251C556");
 const PARENT_LOCATOR: Guid = Guid::from_str_const("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
+/// Locator type of a VHDX parent locator naming a VHDX parent.
+const VHDX_PARENT_LOCATOR_TYPE: Guid = Guid::from_str_const("B04AEFB7-D19E-4A81-B789-25B8E9445913");
 
 const PAYLOAD_NOT_PRESENT: u64 = 0;
 const PAYLOAD_FULLY_PRESENT: u64 = 6;
@@ -143,6 +145,7 @@ pub struct VhdxDisk {
     size: u64,
     block_size: u64,
     sector_size: u64,
+    physical_sector_size: u64,
     chunk_ratio: u64,
     bat_offset: u64,
     /// Length of the BAT region in bytes.
@@ -251,6 +254,7 @@ impl VhdxDisk {
             size: 0,
             block_size: 0,
             sector_size: 0,
+            physical_sector_size: 4096,
             chunk_ratio: 0,
             bat_offset: 0,
             bat_region_len: 0,
@@ -839,6 +843,13 @@ impl VhdxDisk {
         };
         self.block_size = block_size;
         self.sector_size = lss;
+        if let Some((_, d, _)) = items.iter().find(|(g, _, _)| *g == PHYSICAL_SECTOR_SIZE) {
+            if let Some(pss) = d.get(0..4).map(|b| u64::from(le32(b, 0))) {
+                if pss == 512 || pss == 4096 {
+                    self.physical_sector_size = pss;
+                }
+            }
+        }
         self.size = size;
         self.has_parent = has_parent;
         self.chunk_ratio = (1u64 << 23) * lss / block_size;
@@ -895,12 +906,21 @@ impl VhdxDisk {
         for key in ["absolute_win32_path", "volume_path"] {
             if let Some(abs) = kv.get(key) {
                 let abs = abs.replace('\\', "/");
+                if abs.starts_with('/') {
+                    candidates.push(PathBuf::from(&abs));
+                }
                 if let Some(name) = abs.rsplit('/').next().filter(|s| !s.is_empty()) {
                     candidates.push(dir.join(name));
                 }
             }
         }
-        let Some(found) = candidates.iter().find(|c| c.is_file()).cloned() else {
+        // The first name that exists is the parent; it must then pass the
+        // checks below (no falling through to other names).
+        let Some(found) = candidates
+            .iter()
+            .find(|c| std::fs::metadata(c).is_ok())
+            .cloned()
+        else {
             return Err(self.file.format_err(
                 at,
                 "VHDX parent",
@@ -915,31 +935,52 @@ impl VhdxDisk {
                 ),
             ));
         };
-        let parent: Box<dyn BlockDevice> = match super::detect_format(&found)? {
-            super::ImageFormat::Vhdx => {
-                let p = VhdxDisk::open_depth(&found, Access::ReadOnly, depth + 1)?;
-                let linkage = kv.get("parent_linkage").map(|s| {
-                    s.trim_matches(|c| c == '{' || c == '}')
-                        .to_ascii_uppercase()
-                });
-                let dw = p.data_write_guid().to_string();
-                if linkage.as_ref().is_some_and(|l| *l != dw) {
-                    return Err(self.file.format_err(
-                        at,
-                        "VHDX parent_linkage",
-                        format!("the DataWriteGuid of {}: {dw}", found.display()),
-                        linkage.unwrap_or_default(),
-                    ));
-                }
-                Box::new(p)
-            }
-            super::ImageFormat::Vhd => {
-                Box::new(super::vhd::VhdDisk::open(&found, Access::ReadOnly)?)
-            }
-            super::ImageFormat::Raw => {
-                Box::new(super::raw::RawDisk::open(&found, Access::ReadOnly)?)
-            }
+        let child = &self.file.path;
+        super::check_parent_file(child, at, &found)?;
+        let what = || format!("parent {} of this differencing VHDX", found.display());
+        let format = super::detect_format(&found)?;
+        if format != super::ImageFormat::Vhdx {
+            return Err(super::format_err(
+                child,
+                at,
+                what(),
+                "a VHDX file",
+                format!("{format:?}"),
+            ));
+        }
+        let norm = |s: &String| {
+            s.trim_matches(|c| c == '{' || c == '}')
+                .to_ascii_uppercase()
         };
+        let linkages: Vec<String> = ["parent_linkage", "parent_linkage2"]
+            .iter()
+            .filter_map(|k| kv.get(*k).map(norm))
+            .filter(|l| l.chars().any(|c| c != '0' && c != '-'))
+            .collect();
+        if linkages.is_empty() {
+            return Err(super::format_err(
+                child,
+                at,
+                "VHDX parent locator",
+                "a parent_linkage entry",
+                "none",
+            ));
+        }
+        let p = VhdxDisk::open_depth(&found, Access::ReadOnly, depth + 1)?;
+        let dw = p.data_write_guid().to_string();
+        if !linkages.contains(&dw) {
+            return Err(super::format_err(
+                child,
+                at,
+                what(),
+                format!(
+                    "DataWriteGuid {} (parent_linkage in the child)",
+                    linkages.join(" or ")
+                ),
+                format!("DataWriteGuid {dw}"),
+            ));
+        }
+        let parent: Box<dyn BlockDevice> = Box::new(p);
         self.parent = Some(parent);
         self.parent_path = Some(found);
         Ok(())
@@ -1321,4 +1362,195 @@ impl BlockDevice for VhdxDisk {
         self.commit_staged(None)?;
         self.file.sync()
     }
+}
+
+/// Metadata item flags: IsVirtualDisk and IsRequired.
+const META_VIRTUAL_DISK: u32 = 2;
+const META_REQUIRED: u32 = 4;
+
+/// Builds a parent locator item of type
+/// `B04AEFB7-D19E-4A81-B789-25B8E9445913` with the given key/value pairs.
+fn parent_locator(pairs: &[(&str, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&VHDX_PARENT_LOCATOR_TYPE.0);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(pairs.len() as u16).to_le_bytes());
+    let mut strings = Vec::new();
+    let mut entries = Vec::new();
+    let base = 20 + 12 * pairs.len();
+    for (k, v) in pairs {
+        let (k, v) = (super::to_utf16le(k), super::to_utf16le(v));
+        let ko = base + strings.len();
+        strings.extend_from_slice(&k);
+        let vo = base + strings.len();
+        strings.extend_from_slice(&v);
+        entries.extend_from_slice(&(ko as u32).to_le_bytes());
+        entries.extend_from_slice(&(vo as u32).to_le_bytes());
+        entries.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        entries.extend_from_slice(&(v.len() as u16).to_le_bytes());
+    }
+    out.extend_from_slice(&entries);
+    out.extend_from_slice(&strings);
+    out
+}
+
+/// Puts a header with sequence number `seq` into a 4 KiB page.
+fn new_header(seq: u64, file_write: Guid, data_write: Guid, log_offset: u64) -> Vec<u8> {
+    let mut h = vec![0u8; PAGE as usize];
+    h[0..4].copy_from_slice(b"head");
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..32].copy_from_slice(&file_write.0);
+    h[32..48].copy_from_slice(&data_write.0);
+    // LogGuid zero: the log is empty. LogVersion 0, Version 1.
+    h[66..68].copy_from_slice(&1u16.to_le_bytes());
+    h[68..72].copy_from_slice(&(MIB as u32).to_le_bytes());
+    h[72..80].copy_from_slice(&log_offset.to_le_bytes());
+    let crc = crc32c(&h);
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Creates `child`, a new differencing VHDX whose parent is the VHDX
+/// `parent`: same virtual size and sector sizes, the parent's block size
+/// (2 MiB if the parent's is not usable), every block not present (so
+/// every read goes to the parent), and a parent locator with
+/// `parent_linkage` (the parent's current DataWriteGuid),
+/// `relative_path` (from the child's directory, as `.\name.vhdx` or
+/// `..\dir\name.vhdx`) and `absolute_win32_path`.
+///
+/// The layout is the header section (file identifier, two headers, two
+/// region tables) in the first MiB, an empty 1 MiB log, a 1 MiB metadata
+/// region, then the BAT. The file is written under a temporary name beside
+/// `child` and linked into place; `child` must not exist.
+pub fn create_child(parent: &Path, child: &Path) -> Result<()> {
+    let parent_abs = super::absolute(parent)?;
+    super::check_parent_file(child, 0, &parent_abs)?;
+    if super::detect_format(&parent_abs)? != super::ImageFormat::Vhdx {
+        return Err(super::format_err(
+            &parent_abs,
+            0,
+            "parent of a new differencing VHDX",
+            "a VHDX file",
+            "another format",
+        ));
+    }
+    let p = VhdxDisk::open(&parent_abs, Access::ReadOnly)?;
+    let child_dir = match child.parent() {
+        Some(d) if !d.as_os_str().is_empty() => super::absolute(d)?,
+        _ => super::absolute(Path::new("."))?,
+    };
+    if parent_abs.to_string_lossy().contains('\\') || child_dir.to_string_lossy().contains('\\') {
+        return Err(ResealError::InvalidInput {
+            what: parent_abs.display().to_string(),
+            message: "a parent locator cannot name a path holding a backslash".into(),
+        });
+    }
+    let relative = super::relative_win_path(&child_dir, &parent_abs);
+    let absolute = super::win_path(&parent_abs);
+    let size = p.len();
+    let lss = p.sector_size;
+    let pss = p.physical_sector_size;
+    let block_size = if p.block_size.is_power_of_two() && (MIB..=256 * MIB).contains(&p.block_size)
+    {
+        p.block_size
+    } else {
+        2 * MIB
+    };
+    // Lower case with braces, as Hyper-V writes it (and libvhdi reads it).
+    let linkage = format!("{{{}}}", p.data_write_guid()).to_ascii_lowercase();
+    drop(p);
+
+    let chunk_ratio = (1u64 << 23) * lss / block_size;
+    let blocks = size.div_ceil(block_size);
+    let bat_entries = blocks.div_ceil(chunk_ratio) * (chunk_ratio + 1);
+    let bat_len = (bat_entries * 8).div_ceil(MIB) * MIB;
+    let (log_at, meta_at, bat_at) = (MIB, 2 * MIB, 3 * MIB);
+    let file_len = bat_at + bat_len;
+
+    let locator = parent_locator(&[
+        ("parent_linkage", linkage),
+        ("absolute_win32_path", absolute),
+        ("relative_path", relative),
+    ]);
+    let mut items: Vec<(Guid, u32, Vec<u8>)> = Vec::new();
+    let mut params = (block_size as u32).to_le_bytes().to_vec();
+    params.extend_from_slice(&2u32.to_le_bytes()); // HasParent
+    items.push((FILE_PARAMETERS, META_REQUIRED, params));
+    items.push((
+        VIRTUAL_DISK_SIZE,
+        META_VIRTUAL_DISK | META_REQUIRED,
+        size.to_le_bytes().to_vec(),
+    ));
+    items.push((
+        VIRTUAL_DISK_ID,
+        META_VIRTUAL_DISK | META_REQUIRED,
+        Guid::random()?.0.to_vec(),
+    ));
+    items.push((
+        LOGICAL_SECTOR_SIZE,
+        META_VIRTUAL_DISK | META_REQUIRED,
+        (lss as u32).to_le_bytes().to_vec(),
+    ));
+    items.push((
+        PHYSICAL_SECTOR_SIZE,
+        META_VIRTUAL_DISK | META_REQUIRED,
+        (pss as u32).to_le_bytes().to_vec(),
+    ));
+    items.push((PARENT_LOCATOR, META_REQUIRED, locator));
+    let mut meta = vec![0u8; (64 * KIB) as usize];
+    meta[0..8].copy_from_slice(b"metadata");
+    meta[10..12].copy_from_slice(&(items.len() as u16).to_le_bytes());
+    let mut data_at = 64 * KIB as usize;
+    for (i, (id, flags, data)) in items.iter().enumerate() {
+        let e = 32 + 32 * i;
+        meta[e..e + 16].copy_from_slice(&id.0);
+        meta[e + 16..e + 20].copy_from_slice(&(data_at as u32).to_le_bytes());
+        meta[e + 20..e + 24].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        meta[e + 24..e + 28].copy_from_slice(&flags.to_le_bytes());
+        meta.extend_from_slice(data);
+        // Items start on 8-byte boundaries.
+        meta.resize(meta.len().div_ceil(8) * 8, 0);
+        data_at = meta.len();
+    }
+    if meta.len() as u64 > MIB {
+        return Err(ResealError::InvalidInput {
+            what: parent_abs.display().to_string(),
+            message: "the parent's path is too long for a parent locator".into(),
+        });
+    }
+
+    let mut regions = vec![0u8; (64 * KIB) as usize];
+    regions[0..4].copy_from_slice(b"regi");
+    regions[8..12].copy_from_slice(&2u32.to_le_bytes());
+    for (i, (id, off, len)) in [
+        (BAT_REGION, bat_at, bat_len),
+        (METADATA_REGION, meta_at, MIB),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let e = 16 + 32 * i;
+        regions[e..e + 16].copy_from_slice(&id.0);
+        regions[e + 16..e + 24].copy_from_slice(&off.to_le_bytes());
+        regions[e + 24..e + 28].copy_from_slice(&(*len as u32).to_le_bytes());
+        regions[e + 28..e + 32].copy_from_slice(&1u32.to_le_bytes());
+    }
+    let crc = crc32c(&regions);
+    regions[4..8].copy_from_slice(&crc.to_le_bytes());
+
+    let mut ident = vec![0u8; (64 * KIB) as usize];
+    ident[0..8].copy_from_slice(b"vhdxfile");
+    let creator = super::to_utf16le(concat!("reseal ", env!("CARGO_PKG_VERSION")));
+    ident[8..8 + creator.len()].copy_from_slice(&creator);
+    let (file_write, data_write) = (Guid::random()?, Guid::random()?);
+
+    super::create_image_file(child, |f| {
+        f.set_len(file_len)?;
+        f.write(0, &ident)?;
+        f.write(64 * KIB, &new_header(1, file_write, data_write, log_at))?;
+        f.write(128 * KIB, &new_header(2, file_write, data_write, log_at))?;
+        f.write(192 * KIB, &regions)?;
+        f.write(256 * KIB, &regions)?;
+        f.write(meta_at, &meta)
+    })
 }
