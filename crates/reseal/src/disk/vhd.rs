@@ -283,6 +283,14 @@ impl VhdDisk {
                 super::ImageFormat::Raw => {
                     Box::new(super::raw::RawDisk::open(&parent_path, Access::ReadOnly)?)
                 }
+                super::ImageFormat::Qcow2 => {
+                    return Err(disk.file.format_err(
+                        dyn_at,
+                        "VHD parent",
+                        "a VHD, VHDX or raw parent",
+                        format!("the qcow2 image {}", parent_path.display()),
+                    ));
+                }
             };
             disk.parent = Some(parent);
             disk.parent_path = Some(parent_path);

@@ -939,6 +939,14 @@ impl VhdxDisk {
             super::ImageFormat::Raw => {
                 Box::new(super::raw::RawDisk::open(&found, Access::ReadOnly)?)
             }
+            super::ImageFormat::Qcow2 => {
+                return Err(self.file.format_err(
+                    at,
+                    "VHDX parent",
+                    "a VHDX, VHD or raw parent",
+                    format!("the qcow2 image {}", found.display()),
+                ));
+            }
         };
         self.parent = Some(parent);
         self.parent_path = Some(found);
