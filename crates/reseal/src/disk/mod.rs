@@ -11,6 +11,7 @@ pub mod gpt;
 pub mod mbr;
 pub mod overlay;
 pub mod partition;
+pub mod qcow2;
 pub mod raw;
 pub mod vhd;
 pub mod vhdx;
@@ -116,12 +117,18 @@ pub enum ImageFormat {
     Vhd,
     /// Microsoft VHDX.
     Vhdx,
+    /// QEMU copy-on-write, versions 2 and 3.
+    Qcow2,
 }
 
 impl ImageFormat {
     /// Every format, in the order they are listed to users.
-    pub const ALL: &'static [ImageFormat] =
-        &[ImageFormat::Raw, ImageFormat::Vhd, ImageFormat::Vhdx];
+    pub const ALL: &'static [ImageFormat] = &[
+        ImageFormat::Raw,
+        ImageFormat::Vhd,
+        ImageFormat::Vhdx,
+        ImageFormat::Qcow2,
+    ];
 
     /// The short name (as `--format` and qemu-img name it, except `vhd`
     /// for qemu's `vpc`).
@@ -130,6 +137,7 @@ impl ImageFormat {
             ImageFormat::Raw => "raw",
             ImageFormat::Vhd => "vhd",
             ImageFormat::Vhdx => "vhdx",
+            ImageFormat::Qcow2 => "qcow2",
         }
     }
 
@@ -153,7 +161,8 @@ impl ImageFormat {
 }
 
 /// Guesses the format of an image file from its signatures: `vhdxfile` at
-/// the start (or a `head` header signature at 64 or 128 KiB), `conectix`
+/// the start (or a `head` header signature at 64 or 128 KiB), `QFI\xfb`
+/// (qcow2) at the start, `conectix`
 /// in the last 512 bytes (or at the start), else raw.
 pub fn detect_format(path: &Path) -> Result<ImageFormat> {
     let file = File::open(path).map_err(|e| io_err(path, "opening the image", e))?;
@@ -170,6 +179,9 @@ pub fn detect_format(path: &Path) -> Result<ImageFormat> {
         }
         if &sig == b"conectix" {
             return Ok(ImageFormat::Vhd);
+        }
+        if sig[..4] == qcow2::header::MAGIC {
+            return Ok(ImageFormat::Qcow2);
         }
     }
     for at in [64 * 1024u64, 128 * 1024] {
@@ -197,6 +209,7 @@ pub fn open_image(path: &Path, access: Access) -> Result<Box<dyn BlockDevice>> {
         ImageFormat::Raw => Box::new(raw::RawDisk::open(path, access)?),
         ImageFormat::Vhd => Box::new(vhd::VhdDisk::open(path, access)?),
         ImageFormat::Vhdx => Box::new(vhdx::VhdxDisk::open(path, access)?),
+        ImageFormat::Qcow2 => Box::new(qcow2::Qcow2Disk::open(path, access)?),
     })
 }
 
@@ -210,9 +223,11 @@ pub fn create_linked_clone(
     format: ImageFormat,
     dst: &Path,
 ) -> Result<Option<&'static str>> {
-    let _ = (src, dst);
     match format {
-        ImageFormat::Raw | ImageFormat::Vhd | ImageFormat::Vhdx => Ok(None),
+        ImageFormat::Vhdx => vhdx::create_child(src, dst).map(|()| Some("linked")),
+        ImageFormat::Vhd => vhd::create_child(src, dst).map(|()| Some("linked")),
+        ImageFormat::Qcow2 => qcow2::create_overlay(src, dst).map(|()| Some("linked")),
+        ImageFormat::Raw => Ok(None),
     }
 }
 

@@ -1450,6 +1450,9 @@ pub fn create_child(parent: &Path, child: &Path) -> Result<()> {
     let size = p.len();
     let lss = p.sector_size;
     let pss = p.physical_sector_size;
+    // 2 MiB, as Hyper-V makes differencing disks whatever the parent's
+    // block size: a child stores whole blocks, so small blocks keep it
+    // small (a personalize touches scattered sectors).
     let block_size = if p.block_size.is_power_of_two() && (MIB..=256 * MIB).contains(&p.block_size)
     {
         p.block_size
