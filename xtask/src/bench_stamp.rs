@@ -222,7 +222,12 @@ fn run(reseal: &Path, dir: &Path) -> Result<()> {
         base,
         Some(template_alloc),
     );
-    row("reseal personalize of one copy", &personalize_one, base, None);
+    row(
+        "reseal personalize of one copy",
+        &personalize_one,
+        base,
+        None,
+    );
     let per_child = stamp_written / n as u64;
     println!(
         "\nlinked clone: {} each on average ({:.1}% of the template's {}); {n} linked clones took {:.2}x the time of one full copy",

@@ -122,13 +122,59 @@ fn seed_acl(img: &Path, path: &str, domain: &str) {
     dev.persist().unwrap();
 }
 
-/// The NTFS partition of `img` as a file of its own, through qemu-img.
+/// The NTFS partition of `img` as a file of its own, read by tools that
+/// are not ours: libvhdi's `vhdimount` for differencing VHD/VHDX (which
+/// qemu cannot open), `qemu-img convert` for everything else.
 fn partition_file(img: &Path, dir: &Path) -> PathBuf {
+    let ext = img.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let part = dir.join(format!(
+        "{}.ntfs",
+        img.file_name().unwrap().to_string_lossy()
+    ));
+    let (a, n) = (DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE);
+    let differencing = matches!(ext, "vhd" | "vhdx")
+        && Command::new("vhdiinfo")
+            .arg(img)
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Differential"));
+    if differencing {
+        let mnt = dir.join(format!(
+            "mnt-{}",
+            img.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::create_dir_all(&mnt).unwrap();
+        run("vhdimount", &[img.as_os_str(), mnt.as_os_str()]);
+        let copied = (|| -> std::io::Result<()> {
+            use std::io::{Read, Seek, SeekFrom};
+            // vhdimount shows the chain from the base: the last file is
+            // the image itself.
+            let mut layers: Vec<PathBuf> = std::fs::read_dir(&mnt)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()?;
+            layers.sort_by_key(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.trim_start_matches("vhdi").parse::<u32>().ok())
+                    .unwrap_or(0)
+            });
+            let last = layers.last().cloned().unwrap_or_default();
+            let mut f = std::fs::File::open(last)?;
+            f.seek(SeekFrom::Start(a))?;
+            let mut buf = vec![0u8; n as usize];
+            f.read_exact(&mut buf)?;
+            std::fs::write(&part, &buf)
+        })();
+        let _ = Command::new("fusermount").arg("-u").arg(&mnt).status();
+        let _ = Command::new("umount").arg(&mnt).status();
+        copied.unwrap();
+        return part;
+    }
     let raw = dir.join("converted.raw");
     let _ = std::fs::remove_file(&raw);
-    let fmt = match img.extension().and_then(|e| e.to_str()) {
-        Some("vhd") => "vpc",
-        Some("vhdx") => "vhdx",
+    let fmt = match ext {
+        "vhd" => "vpc",
+        "vhdx" => "vhdx",
+        "qcow2" => "qcow2",
         _ => "raw",
     };
     run(
@@ -144,12 +190,7 @@ fn partition_file(img: &Path, dir: &Path) -> PathBuf {
         ],
     );
     let all = std::fs::read(&raw).unwrap();
-    let part = dir.join(format!(
-        "{}.ntfs",
-        img.file_name().unwrap().to_string_lossy()
-    ));
-    let (a, n) = (DISK_PARTITION_OFFSET as usize, DISK_PARTITION_SIZE as usize);
-    std::fs::write(&part, &all[a..a + n]).unwrap();
+    std::fs::write(&part, &all[a as usize..(a + n) as usize]).unwrap();
     std::fs::remove_file(&raw).unwrap();
     part
 }
@@ -202,16 +243,15 @@ fn read_back(img: &Path, dir: &Path, template_sid: &str) -> Seen {
     let ext = img.extension().unwrap().to_string_lossy().to_string();
     // qemu-img checks VHDX; for VHD (which it cannot check) the convert
     // below must read every block.
-    if ext == "vhdx" {
-        run(
-            "qemu-img",
-            &[
-                "check".as_ref(),
-                "-f".as_ref(),
-                "vhdx".as_ref(),
-                img.as_os_str(),
-            ],
-        );
+    if ext == "vhdx" || ext == "qcow2" {
+        let differencing = Command::new("vhdiinfo")
+            .arg(img)
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Differential"));
+        if !differencing {
+            let check = run("qemu-img", &["check".as_ref(), img.as_os_str()]);
+            assert!(check.contains("No errors"), "{ext}: {check}");
+        }
     }
     let part = partition_file(img, dir);
     let audit = run("ntfssecaudit", &["-a".as_ref(), part.as_os_str()]);
@@ -477,4 +517,91 @@ fn stamp_a_wim_into_one_new_wim_of_personalized_images() {
     }
     assert_ne!(lines[0], lines[1], "two images share a SID");
     assert!(!tmp.path().join(".clones.wim.reseal-partial").exists());
+}
+
+#[test]
+fn stamp_linked_clones_of_vhdx_vhd_and_qcow2() {
+    let Some(f) = fixtures() else { return };
+    if !(require_tool("vhdimount") && require_tool("vhdiinfo")) {
+        return;
+    }
+    let raw = f
+        .images
+        .iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "raw"))
+        .expect("raw fixture");
+    for (ext, from) in [("vhdx", None), ("vhd", None), ("qcow2", Some(raw))] {
+        let tmp = tempfile::tempdir().unwrap();
+        // The template, beside its clones (libvhdi finds a parent by its
+        // file name in the child's folder).
+        let (template, template_sid) = match from {
+            None => {
+                let (p, sid) = f
+                    .images
+                    .iter()
+                    .find(|(p, _)| p.extension().is_some_and(|e| e == ext))
+                    .expect("fixture");
+                let t = tmp.path().join(format!("template.{ext}"));
+                std::fs::copy(p, &t).unwrap();
+                (t, sid.clone())
+            }
+            Some((p, sid)) => {
+                let t = tmp.path().join("template.qcow2");
+                run(
+                    "qemu-img",
+                    &[
+                        "convert".as_ref(),
+                        "-f".as_ref(),
+                        "raw".as_ref(),
+                        "-O".as_ref(),
+                        "qcow2".as_ref(),
+                        p.as_os_str(),
+                        t.as_os_str(),
+                    ],
+                );
+                (t, sid.clone())
+            }
+        };
+        let before = std::fs::read(&template).unwrap();
+        let mut o = StampOptions::new(tmp.path(), 2, CloneNames::Pattern("VM-{n}".into()));
+        o.seed = Some(21);
+        let report = stamp(&template, &o).unwrap();
+        assert_eq!(
+            std::fs::read(&template).unwrap(),
+            before,
+            "{ext}: template changed"
+        );
+        let template_alloc = reseal::stamp::allocated_bytes(&template);
+        let mut lines = Vec::new();
+        for c in &report.clones {
+            assert_eq!(c.clone_kind, "linked", "{ext}");
+            assert_eq!(c.file.extension().unwrap(), ext);
+            assert!(
+                c.allocated_bytes < template_alloc,
+                "{ext}: clone {} bytes, template {template_alloc}",
+                c.allocated_bytes
+            );
+            if ext == "qcow2" {
+                let info = run("qemu-img", &["info".as_ref(), c.file.as_os_str()]);
+                assert!(info.contains("backing file: template.qcow2"), "{info}");
+            } else {
+                let info = run("vhdiinfo", &[c.file.as_os_str()]);
+                assert!(info.contains("Differential"), "{info}");
+                assert!(info.contains("template"), "{info}");
+            }
+            let seen = read_back(&c.file, tmp.path(), &template_sid);
+            assert!(
+                seen.export_system
+                    .contains(&sz_line("ComputerName", &c.name)),
+                "{ext}"
+            );
+            assert!(
+                seen.unattend
+                    .contains(&format!("<ComputerName>{}</ComputerName>", c.name)),
+                "{ext}"
+            );
+            lines.push(polacdms(&seen.export_security));
+        }
+        assert_ne!(lines[0], lines[1], "{ext}: two clones share a SID");
+    }
 }

@@ -1097,6 +1097,54 @@ impl VhdxDisk {
         Ok(start)
     }
 
+    /// Differencing disks: sets the sector bitmap bits of `block`, which
+    /// is about to become fully present, allocating its chunk's sector
+    /// bitmap block (1 MiB at the end of the file, staged in the BAT like a
+    /// payload block) when the chunk has none. MS-VHDX readers ignore the
+    /// bitmap of a fully present block, but some readers (libvhdi
+    /// 20210425) consult it for every block of a differencing disk and
+    /// would otherwise read the block from the parent; Hyper-V keeps it
+    /// set as well.
+    fn mark_in_sector_bitmap(&mut self, block: u64) -> Result<()> {
+        let chunk = block / self.chunk_ratio;
+        let idx = chunk * (self.chunk_ratio + 1) + self.chunk_ratio;
+        let Some(&entry) = self.bat.get(idx as usize) else {
+            return Err(self.file.format_err(
+                self.bat_offset,
+                format!("VHDX sector bitmap entry of chunk {chunk}"),
+                format!("BAT entry {idx} inside the BAT"),
+                format!("a BAT of {} entries", self.bat.len()),
+            ));
+        };
+        let mut e = entry;
+        if e & 7 != SB_PRESENT {
+            let start = self.file.len()?.max(self.file_len).div_ceil(MIB) * MIB;
+            let end = start
+                .checked_add(MIB)
+                .filter(|&e| e < (1 << 63))
+                .ok_or_else(|| {
+                    self.file.format_err(
+                        start,
+                        "VHDX new sector bitmap block",
+                        "an offset below 2^63",
+                        "too large",
+                    )
+                })?;
+            self.file.set_len(end)?;
+            self.file_len = end;
+            e = start | SB_PRESENT;
+            self.stage(self.bat_offset + 8 * idx, &e.to_le_bytes())?;
+            self.bat[idx as usize] = e;
+        }
+        let sb_off = (e >> 20) << 20;
+        let per_block = self.block_size / self.sector_size;
+        let first = (block % self.chunk_ratio) * per_block;
+        // A block holds at least 1 MiB of sectors of at most 4 KiB: whole
+        // bytes of the bitmap.
+        let ones = vec![0xFFu8; per_block.div_ceil(8) as usize];
+        self.file.write(sb_off + first / 8, &ones)
+    }
+
     /// Stages the BAT entry of `block` as fully present at `off`: reads
     /// see it at once, the file gets it through the log on the next flush.
     fn stage_bat(&mut self, block: u64, off: u64) -> Result<()> {
@@ -1349,6 +1397,9 @@ impl BlockDevice for VhdxDisk {
             } else {
                 let start = self.allocate(block)?;
                 self.file.write(start + in_block, chunk)?;
+                if self.has_parent {
+                    self.mark_in_sector_bitmap(block)?;
+                }
                 self.stage_bat(block, start)?;
                 if self.staged.len() as u64 >= per_entry {
                     self.commit_staged(None)?;
@@ -1453,12 +1504,10 @@ pub fn create_child(parent: &Path, child: &Path) -> Result<()> {
     // 2 MiB, as Hyper-V makes differencing disks whatever the parent's
     // block size: a child stores whole blocks, so small blocks keep it
     // small (a personalize touches scattered sectors).
-    let block_size = if p.block_size.is_power_of_two() && (MIB..=256 * MIB).contains(&p.block_size)
-    {
-        p.block_size
-    } else {
-        2 * MIB
-    };
+    // 2 MiB, as Hyper-V makes differencing disks whatever the parent's
+    // block size: a child stores whole blocks, so small blocks keep it
+    // small (a personalize touches scattered sectors).
+    let block_size = 2 * MIB;
     // Lower case with braces, as Hyper-V writes it (and libvhdi reads it).
     let linkage = format!("{{{}}}", p.data_write_guid()).to_ascii_lowercase();
     drop(p);
