@@ -146,6 +146,40 @@ fn image_demo(workdir: &Path, reseal: &Path) -> Result<()> {
         "the VHDX still has the old machine SID"
     );
 
+    step("reseal stamp disk.vhdx: three machines, each its own SID and name (linked clones)");
+    let machines = vhdx.parent().map(Path::to_path_buf).unwrap_or_default();
+    exec(
+        Command::new(reseal)
+            .arg("stamp")
+            .arg(vhdx)
+            .arg("--out")
+            .arg(&machines)
+            .args(["--count", "3", "--name", "WEB-{n:02}"]),
+    )?;
+    let mut sids = Vec::new();
+    for n in 1..=3 {
+        let clone = machines.join(format!("WEB-{n:02}.vhdx"));
+        let text = output(Command::new(reseal).arg("inspect").arg(&clone))?;
+        let sid = text
+            .lines()
+            .find(|l| l.starts_with("Machine SID:"))
+            .unwrap_or_default()
+            .to_string();
+        println!("{}: {}", clone.display(), sid.trim());
+        ensure!(
+            text.contains(&format!("Computer name:       WEB-{n:02}")),
+            "clone {n} lacks its name"
+        );
+        sids.push(sid);
+    }
+    sids.sort();
+    sids.dedup();
+    ensure!(sids.len() == 3, "two clones share a machine SID");
+    if util::have("vhdiinfo") {
+        step("vhdiinfo (libvhdi): a clone is a differencing disk of the template");
+        exec(Command::new("vhdiinfo").arg(machines.join("WEB-01.vhdx")))?;
+    }
+
     step("reseal generalize install.wim (in place, by appending)");
     exec(Command::new(reseal).arg("generalize").arg(wim))?;
     step("wimlib-imagex verify, and the replaced SYSTEM hive's entry");
