@@ -1,4 +1,22 @@
-//! reseal: generalize captured Windows installations offline.
+//! reseal: generalize captured Windows installations offline, as
+//! `sysprep /generalize` would, and give each deployed copy its own
+//! machine identity.
+//!
+//! Start at [`Image`]: it recognises what a path holds (a directory root,
+//! a WIM/ESD, a raw, VHD, VHDX, qcow2 or VMDK disk image) and runs
+//! [`inspect`](Image::inspect), [`generalize`](Image::generalize),
+//! [`personalize`](Image::personalize) and [`stamp`](Image::stamp) on it.
+//!
+//! ```no_run
+//! use reseal::{Image, OpenOptions};
+//! use reseal::options::GeneralizeOptions;
+//! let image = Image::open("install.wim", &OpenOptions::default())?;
+//! let reports = image.generalize(&GeneralizeOptions::default())?;
+//! for r in &reports {
+//!     print!("{}", r.to_text());
+//! }
+//! # Ok::<(), reseal::ResealError>(())
+//! ```
 //!
 //! The flow of one run: open an image through a [`backend`], find the
 //! Windows installs in it ([`install`]), load their hives ([`hives`]),
@@ -27,6 +45,7 @@ pub mod image;
 pub mod install;
 pub mod marker;
 pub mod ntfs3g;
+pub mod open;
 pub mod ops;
 pub mod options;
 pub mod personalize;
@@ -37,4 +56,5 @@ pub mod stamp;
 pub mod unattend;
 
 pub use error::{ResealError, Result};
+pub use open::{Image, OpenOptions, WimImages};
 pub use reseal_hive as hive;
