@@ -54,6 +54,7 @@ fn qfmt(img: &Path) -> &'static str {
         disk::ImageFormat::Raw => "raw",
         disk::ImageFormat::Vhd => "vpc",
         disk::ImageFormat::Vhdx => "vhdx",
+        disk::ImageFormat::Vmdk => "vmdk",
     }
 }
 

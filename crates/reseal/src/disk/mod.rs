@@ -1,5 +1,5 @@
 //! Disk images in pure Rust: a [`BlockDevice`] abstraction, the container
-//! formats raw ([`raw`]), VHD ([`vhd`]) and VHDX ([`vhdx`]), the partition
+//! formats raw ([`raw`]), VHD ([`vhd`]), VHDX ([`vhdx`]) and VMDK ([`vmdk`]), the partition
 //! tables MBR ([`mbr`]) and GPT ([`gpt`]), and a view of one partition
 //! ([`partition`]).
 //!
@@ -14,6 +14,7 @@ pub mod partition;
 pub mod raw;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 use crate::{ResealError, Result};
 use std::fs::File;
@@ -116,11 +117,14 @@ pub enum ImageFormat {
     Vhd,
     /// Microsoft VHDX.
     Vhdx,
+    /// VMware VMDK (a sparse file, or a descriptor naming extent files).
+    Vmdk,
 }
 
 /// Guesses the format of an image file from its signatures: `vhdxfile` at
 /// the start (or a `head` header signature at 64 or 128 KiB), `conectix`
-/// in the last 512 bytes (or at the start), else raw.
+/// in the last 512 bytes (or at the start), `KDMV` at the start or a text
+/// file starting with `# Disk DescriptorFile` (VMDK), else raw.
 pub fn detect_format(path: &Path) -> Result<ImageFormat> {
     let file = File::open(path).map_err(|e| io_err(path, "opening the image", e))?;
     let len = file
@@ -136,6 +140,17 @@ pub fn detect_format(path: &Path) -> Result<ImageFormat> {
         }
         if &sig == b"conectix" {
             return Ok(ImageFormat::Vhd);
+        }
+        if &sig[..4] == b"KDMV" {
+            return Ok(ImageFormat::Vmdk);
+        }
+        let mut head = [0u8; 64];
+        let n = head.len().min(len as usize);
+        file.read_exact_at(&mut head[..n], 0)
+            .map_err(|e| io_err(path, "reading the image", e))?;
+        let text = head[..n].trim_ascii_start();
+        if text.starts_with(vmdk::DESCRIPTOR_SIGNATURE) {
+            return Ok(ImageFormat::Vmdk);
         }
     }
     for at in [64 * 1024u64, 128 * 1024] {
@@ -163,6 +178,7 @@ pub fn open_image(path: &Path, access: Access) -> Result<Box<dyn BlockDevice>> {
         ImageFormat::Raw => Box::new(raw::RawDisk::open(path, access)?),
         ImageFormat::Vhd => Box::new(vhd::VhdDisk::open(path, access)?),
         ImageFormat::Vhdx => Box::new(vhdx::VhdxDisk::open(path, access)?),
+        ImageFormat::Vmdk => Box::new(vmdk::VmdkDisk::open(path, access)?),
     })
 }
 

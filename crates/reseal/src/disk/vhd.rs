@@ -283,6 +283,9 @@ impl VhdDisk {
                 super::ImageFormat::Raw => {
                     Box::new(super::raw::RawDisk::open(&parent_path, Access::ReadOnly)?)
                 }
+                super::ImageFormat::Vmdk => {
+                    Box::new(super::vmdk::VmdkDisk::open(&parent_path, Access::ReadOnly)?)
+                }
             };
             disk.parent = Some(parent);
             disk.parent_path = Some(parent_path);

@@ -939,6 +939,9 @@ impl VhdxDisk {
             super::ImageFormat::Raw => {
                 Box::new(super::raw::RawDisk::open(&found, Access::ReadOnly)?)
             }
+            super::ImageFormat::Vmdk => {
+                Box::new(super::vmdk::VmdkDisk::open(&found, Access::ReadOnly)?)
+            }
         };
         self.parent = Some(parent);
         self.parent_path = Some(found);
