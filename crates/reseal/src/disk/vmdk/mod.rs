@@ -18,6 +18,9 @@
 //! * Flat extents are written in place; sparse extents as [`sparse`]
 //!   describes; streamOptimized (compressed) extents are read-only.
 //! * A sparse extent whose unclean-shutdown flag is set is refused.
+//! * Before the first change, the descriptor's `CID` is replaced in place
+//!   by a new random one (flushed), as VMware and qemu do, so that children
+//!   made from the old contents no longer match.
 
 mod descriptor;
 mod sparse;
@@ -59,6 +62,11 @@ pub struct VmdkDisk {
     extents: Vec<Extent>,
     writable: bool,
     cid: Option<u32>,
+    /// Where the eight hex digits of `CID=` are: the file (`None`: the
+    /// first extent's sparse file) and the byte offset.
+    cid_slot: Option<(Option<PathBuf>, u64)>,
+    /// Whether this open already gave the disk a new CID.
+    cid_updated: bool,
     create_type: Option<String>,
     parent: Option<Box<VmdkDisk>>,
     parent_path: Option<PathBuf>,
@@ -113,7 +121,7 @@ impl VmdkDisk {
             probe.read(0, &mut magic, "VMDK signature")?;
         }
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let (desc, extents) = if &magic == b"KDMV" {
+        let (desc, extents, cid_slot) = if &magic == b"KDMV" {
             drop(probe);
             let sparse = SparseExtent::open(path, access)?;
             let desc = if sparse.header.desc_offset != 0 {
@@ -135,6 +143,8 @@ impl VmdkDisk {
             } else {
                 Descriptor::default()
             };
+            let desc_at = sparse.header.desc_offset * SECTOR;
+            let cid_slot = desc.cid_at.map(|at| (None, desc_at + at));
             let len = sparse.capacity_bytes();
             let ext = Extent {
                 start: 0,
@@ -143,7 +153,7 @@ impl VmdkDisk {
                 store: Store::Sparse(Box::new(sparse)),
                 name: path.to_path_buf(),
             };
-            (desc, vec![ext])
+            (desc, vec![ext], cid_slot)
         } else {
             if flen > MAX_DESCRIPTOR {
                 return Err(probe.format_err(
@@ -166,7 +176,8 @@ impl VmdkDisk {
             }
             let desc = descriptor::parse(path, 0, &text)?;
             let extents = open_extents(path, &dir, &desc, access)?;
-            (desc, extents)
+            let cid_slot = desc.cid_at.map(|at| (Some(path.to_path_buf()), at));
+            (desc, extents, cid_slot)
         };
         let mut size = 0u64;
         for e in &extents {
@@ -187,6 +198,8 @@ impl VmdkDisk {
             extents,
             writable: access == Access::ReadWrite,
             cid: desc.cid,
+            cid_slot,
+            cid_updated: false,
             create_type: desc.create_type.clone(),
             parent: None,
             parent_path: None,
@@ -234,6 +247,54 @@ impl VmdkDisk {
     /// Index of the extent holding disk byte `at` (`at` < size).
     fn extent_at(&self, at: u64) -> usize {
         self.extents.partition_point(|e| e.start + e.len <= at)
+    }
+
+    /// Gives the disk a new random CID before its first change.
+    fn update_cid(&mut self) -> Result<()> {
+        if self.cid_updated {
+            return Ok(());
+        }
+        if let Some((file, at)) = &self.cid_slot {
+            let mut r = [0u8; 4];
+            getrandom::fill(&mut r).map_err(|e| ResealError::InvalidInput {
+                what: "VMDK content ID".into(),
+                message: format!("the system random source failed: {e}"),
+            })?;
+            let cid = u32::from_le_bytes(r);
+            let text = format!("{cid:08x}");
+            let opened;
+            let file = match (file, self.extents.first()) {
+                (Some(p), _) => {
+                    opened = ImageFile::open(p, Access::ReadWrite)?;
+                    Some(&opened)
+                }
+                (
+                    None,
+                    Some(Extent {
+                        store: Store::Sparse(s),
+                        ..
+                    }),
+                ) => Some(&s.file),
+                _ => None,
+            };
+            // Only where the old CID still is (the descriptor is re-read
+            // from the file, not trusted from the parse).
+            let mut old = [0u8; 8];
+            let here = file.filter(|f| {
+                f.read(*at, &mut old, "VMDK descriptor CID").is_ok()
+                    && std::str::from_utf8(&old)
+                        .ok()
+                        .and_then(|t| u32::from_str_radix(t, 16).ok())
+                        == self.cid
+            });
+            if let Some(f) = here {
+                f.write(*at, text.as_bytes())?;
+                f.sync()?;
+                self.cid = Some(cid);
+            }
+        }
+        self.cid_updated = true;
+        Ok(())
     }
 
     fn read_parent(parent: Option<&VmdkDisk>, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -489,6 +550,10 @@ impl BlockDevice for VmdkDisk {
         if !self.writable {
             return Err(read_only_err(&self.path, "the image was opened read-only"));
         }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.update_cid()?;
         let mut pos = 0usize;
         while pos < buf.len() {
             let at = offset + pos as u64;
