@@ -916,3 +916,69 @@ fn stream_with_footer_reads_like_qemu() {
         .to_string();
     assert!(err.contains("read-only"), "{err}");
 }
+
+#[test]
+fn generalize_a_windows_vmdk_in_place() {
+    use reseal::backend::disk::DiskBackend;
+    use reseal::generalize::{generalize, inspect};
+    use reseal::options::{GeneralizeOptions, SidChoice};
+    use reseal_testkit::{DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, SAMPLE_MACHINE_SID};
+    let tools = [
+        "qemu-img",
+        "qemu-io",
+        "sfdisk",
+        "mkntfs",
+        "wimlib-imagex",
+        "ntfsfix",
+    ];
+    if !tools.iter().all(|t| reseal_testkit::require_tool(t)) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    reseal_testkit::build_windows_root(&root, None).unwrap();
+    let images = reseal_testkit::build_disk_images(&root, &tmp.path().join("disk")).unwrap();
+    let raw = images.first().expect("the raw fixture");
+    let new_sid = "S-1-5-21-1111111111-2222222222-3333333333";
+    for sub in ["monolithicSparse", "twoGbMaxExtentSparse", "monolithicFlat"] {
+        let img = tmp.path().join(format!("windows-{sub}.vmdk"));
+        run(Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "vmdk", "-o"])
+            .arg(format!("subformat={sub}"))
+            .arg(raw)
+            .arg(&img));
+        let mut b = DiskBackend::open(&img, None).unwrap();
+        let options = GeneralizeOptions {
+            sid: SidChoice::Given(new_sid.into()),
+            seed: Some(7),
+            ..GeneralizeOptions::default()
+        };
+        let before = inspect(&b).unwrap();
+        assert_eq!(
+            before[0].description.machine_sid.as_deref(),
+            Some(SAMPLE_MACHINE_SID)
+        );
+        let report = generalize(&mut b, &options).unwrap();
+        assert_eq!(format!("{:?}", report.outcome), "Done", "{sub}");
+        drop(b);
+        let b = DiskBackend::open(&img, None).unwrap();
+        let after = inspect(&b).unwrap();
+        assert_eq!(after[0].description.machine_sid.as_deref(), Some(new_sid));
+        drop(b);
+        qemu_check(&img);
+        // The volume as qemu sees it, checked by ntfs-3g.
+        let qraw = qemu_raw(&img);
+        let all = std::fs::read(&qraw).unwrap();
+        let part = tmp.path().join("partition.ntfs");
+        let (a, n) = (DISK_PARTITION_OFFSET as usize, DISK_PARTITION_SIZE as usize);
+        std::fs::write(&part, &all[a..a + n]).unwrap();
+        let fix = run(Command::new("ntfsfix").arg("-n").arg(&part));
+        assert!(!fix.contains("corrupt"), "{sub}: ntfsfix -n: {fix}");
+        // Every byte we see is what qemu sees.
+        let dev = disk::open_image(&img, Access::ReadOnly).unwrap();
+        let mut ours = vec![0u8; all.len()];
+        dev.read_at(0, &mut ours).unwrap();
+        assert!(ours == all, "{sub}: our reading differs from qemu's");
+        std::fs::remove_file(&qraw).unwrap();
+    }
+}

@@ -43,6 +43,35 @@ pub(crate) const MAX_SECTORS: u64 = 1 << 40;
 const MAX_GRAIN_SECTORS: u64 = 1 << 16;
 const MAX_GTES: u64 = 1 << 16;
 const MARKER_LEN: u64 = 12;
+/// Most grain table bytes held in memory (all tables are loaded and
+/// checked on open): 1 GiB covers 16 TiB of 64 KiB grains.
+const MAX_TABLE_BYTES: u64 = 1 << 30;
+
+/// A metadata area of a sparse extent file.
+#[derive(Debug, Clone, Copy)]
+enum Area {
+    Header,
+    Descriptor,
+    Footer,
+    Directory,
+    RedundantDirectory,
+    Table(usize),
+    RedundantTable(usize),
+}
+
+impl std::fmt::Display for Area {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Area::Header => write!(f, "header"),
+            Area::Descriptor => write!(f, "descriptor"),
+            Area::Footer => write!(f, "footer"),
+            Area::Directory => write!(f, "grain directory"),
+            Area::RedundantDirectory => write!(f, "redundant grain directory"),
+            Area::Table(i) => write!(f, "grain table of GD entry {i}"),
+            Area::RedundantTable(i) => write!(f, "grain table of RGD entry {i}"),
+        }
+    }
+}
 
 /// The fields of a sparse extent header.
 #[derive(Debug, Clone)]
@@ -232,6 +261,16 @@ impl SparseExtent {
         let gt_bytes = h.gtes * 4;
         let gd_entries = h.capacity.div_ceil(h.grain * h.gtes);
         let gd_bytes = gd_entries * 4;
+        if gd_entries.saturating_mul(gt_bytes) > MAX_TABLE_BYTES {
+            return Err(file.format_err(
+                12,
+                "VMDK grain tables",
+                format!(
+                    "at most {MAX_TABLE_BYTES} bytes of tables (a smaller disk or larger grains)"
+                ),
+                format!("{gd_entries} tables of {gt_bytes} bytes"),
+            ));
+        }
         if gd_bytes > flen {
             return Err(file.format_err(
                 56,
@@ -241,7 +280,7 @@ impl SparseExtent {
             ));
         }
         // Metadata areas, as byte ranges; nothing else may overlap them.
-        let mut meta: Vec<(u64, u64, String)> = vec![(0, SECTOR, "header".into())];
+        let mut meta: Vec<(u64, u64, Area)> = vec![(0, SECTOR, Area::Header)];
         if h.desc_offset != 0 {
             let s = sector_range(
                 &file,
@@ -250,28 +289,33 @@ impl SparseExtent {
                 h.desc_size.saturating_mul(SECTOR),
                 flen,
             )?;
-            meta.push((s.0, s.1, "descriptor".into()));
+            meta.push((s.0, s.1, Area::Descriptor));
         }
         if let Some(at) = footer_at {
-            meta.push((at, flen, "footer".into()));
+            meta.push((at, flen, Area::Footer));
         }
         let gd_at = sector_range(&file, 56, h.gd_offset, gd_bytes, flen)?;
-        meta.push((gd_at.0, gd_at.1.max(gd_at.0 + 1), "grain directory".into()));
+        meta.push((gd_at.0, gd_at.1.max(gd_at.0 + 1), Area::Directory));
         let gd = read_u32s(&file, gd_at.0, gd_entries, "VMDK grain directory")?;
         let mut rgd = Vec::new();
         let mut rgd_at = None;
         if h.flags & FLAG_REDUNDANT != 0 && h.rgd_offset != 0 {
             let r = sector_range(&file, 48, h.rgd_offset, gd_bytes, flen)?;
-            meta.push((r.0, r.1.max(r.0 + 1), "redundant grain directory".into()));
+            meta.push((r.0, r.1.max(r.0 + 1), Area::RedundantDirectory));
             rgd = read_u32s(&file, r.0, gd_entries, "VMDK redundant grain directory")?;
             rgd_at = Some(r.0);
         }
-        for (dir, base, name) in [(&gd, gd_at.0, "GD"), (&rgd, rgd_at.unwrap_or(0), "RGD")] {
+        for (dir, base, redundant) in [(&gd, gd_at.0, false), (&rgd, rgd_at.unwrap_or(0), true)] {
             for (i, &e) in dir.iter().enumerate() {
                 if e != 0 {
                     let at = base + 4 * i as u64;
                     let r = sector_range(&file, at, u64::from(e), gt_bytes, flen)?;
-                    meta.push((r.0, r.1, format!("grain table of {name} entry {i}")));
+                    let area = if redundant {
+                        Area::RedundantTable(i)
+                    } else {
+                        Area::Table(i)
+                    };
+                    meta.push((r.0, r.1, area));
                 }
             }
         }
@@ -600,7 +644,7 @@ fn read_u32s(file: &ImageFile, at: u64, n: u64, what: &str) -> Result<Vec<u32>> 
 }
 
 /// Whether `start..end` overlaps any of the sorted, disjoint `meta` ranges.
-fn overlaps(meta: &[(u64, u64, String)], start: u64, end: u64) -> bool {
+fn overlaps(meta: &[(u64, u64, Area)], start: u64, end: u64) -> bool {
     let i = meta.partition_point(|m| m.1 <= start);
     meta.get(i).is_some_and(|m| m.0 < end)
 }
