@@ -647,9 +647,15 @@ fn hostile_descriptors_are_refused() {
         "RW 8 VMFSSPARSE \"ok-flat.vmdk\"",
         "RW 8 SPARSE \"ok-flat.vmdk\"",
         "RW 8 FLAT ok-flat.vmdk 0",
+        "RW 1 FLAT \"self.vmdk\" 0",
     ];
     for (i, line) in format_cases.iter().enumerate() {
-        let err = descriptor_case(&dir, &format!("f{i}.vmdk"), line);
+        let name = if line.contains("self") {
+            "self.vmdk".to_string()
+        } else {
+            format!("f{i}.vmdk")
+        };
+        let err = descriptor_case(&dir, &name, line);
         assert!(
             matches!(err, ResealError::DiskFormat { .. }),
             "{line}: {err}"
@@ -777,6 +783,7 @@ fn corrupt_sparse_files_do_not_panic() {
     // Random damage: bit flips and random words in the header, descriptor,
     // directories, tables and data, a few thousand times.
     let mut r = Rng(0xDEC0DE);
+    let (mut opened, mut refused) = (0, 0);
     for round in 0..3000 {
         let seed = &seeds[round % seeds.len()];
         let mut b = seed.clone();
@@ -798,8 +805,90 @@ fn corrupt_sparse_files_do_not_panic() {
             b.truncate(r.below(b.len() as u64) as usize);
         }
         std::fs::write(&work, &b).unwrap();
+        match VmdkDisk::open(&work, Access::ReadOnly) {
+            Ok(_) => opened += 1,
+            Err(_) => refused += 1,
+        }
         exercise(&work);
     }
+    // Both outcomes are common: the damage reaches the checks and the
+    // data paths.
+    assert!(
+        opened > 300 && refused > 300,
+        "{opened} opened, {refused} refused"
+    );
+}
+
+#[test]
+fn corrupt_descriptors_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len) in [("d-f001.vmdk", 64 * KIB), ("d-f002.vmdk", 32 * KIB)] {
+        std::fs::write(dir.path().join(name), vec![0x3c; len as usize]).unwrap();
+    }
+    let good = "# Disk DescriptorFile\nversion=1\nCID=0badc0de\nparentCID=ffffffff\n\
+                createType=\"twoGbMaxExtentFlat\"\n\n# Extent description\n\
+                RW 128 FLAT \"d-f001.vmdk\" 0\nRDONLY 64 FLAT \"d-f002.vmdk\" 0\n\
+                RW 16 ZERO\n\n#DDB\nddb.adapterType = \"ide\"\n";
+    let work = dir.path().join("d.vmdk");
+    std::fs::write(&work, good).unwrap();
+    {
+        let mut dev = VmdkDisk::open(&work, Access::ReadWrite).unwrap();
+        assert_eq!(dev.len(), (128 + 64 + 16) * 512);
+        dev.write_at(100, b"flat").unwrap();
+        assert!(dev.write_at(128 * 512 + 5, b"read-only extent").is_err());
+        assert!(dev.write_at(192 * 512, b"zero extent").is_err());
+        let mut buf = [0u8; 8];
+        dev.read_at(98, &mut buf).unwrap();
+        assert_eq!(&buf, b"<<flat<<");
+    }
+    let words = [
+        "RW",
+        "RDONLY",
+        "NOACCESS",
+        "FLAT",
+        "SPARSE",
+        "ZERO",
+        "\"",
+        "\n",
+        "../",
+        "/",
+        "0",
+        "18446744073709551615",
+        "4294967296",
+        "=",
+        "parentCID=12345678",
+        " ",
+        "\0",
+    ];
+    let mut r = Rng(0xF00D);
+    let (mut opened, mut refused) = (0, 0);
+    for _ in 0..3000 {
+        let mut t = good.as_bytes().to_vec();
+        for _ in 0..1 + r.below(3) {
+            let at = r.below(t.len() as u64) as usize;
+            match r.below(3) {
+                0 => t[at] ^= 1 << r.below(8),
+                1 => {
+                    let w = words[r.below(words.len() as u64) as usize];
+                    t.splice(at..at, w.bytes());
+                }
+                _ => {
+                    let n = (r.below(8) as usize).min(t.len() - at);
+                    t.drain(at..at + n);
+                }
+            }
+        }
+        std::fs::write(&work, &t).unwrap();
+        match VmdkDisk::open(&work, Access::ReadOnly) {
+            Ok(_) => opened += 1,
+            Err(_) => refused += 1,
+        }
+        exercise(&work);
+    }
+    assert!(
+        opened > 300 && refused > 300,
+        "{opened} opened, {refused} refused"
+    );
 }
 
 fn cid_of(dev: &VmdkDisk) -> u32 {
@@ -981,4 +1070,52 @@ fn generalize_a_windows_vmdk_in_place() {
         assert!(ours == all, "{sub}: our reading differs from qemu's");
         std::fs::remove_file(&qraw).unwrap();
     }
+}
+
+#[test]
+fn zeroed_grains_read_as_zeros_and_are_rewritten() {
+    if !need_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("z.vmdk");
+    run(Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=monolithicSparse,zeroed_grain=on",
+        ])
+        .arg(&img)
+        .arg("8M"));
+    qemu_write(&img, 0, MIB, 0x66);
+    run(Command::new("qemu-io")
+        .args(["-f", "vmdk", "-c", "write -z 64k 128k"])
+        .arg(&img));
+    let b = std::fs::read(&img).unwrap();
+    let (gd, _) = directories(&b);
+    let gt = u32::from_le_bytes(b[gd..gd + 4].try_into().unwrap()) as usize * 512;
+    assert_eq!(
+        &b[gt + 4..gt + 12],
+        &[1, 0, 0, 0, 1, 0, 0, 0],
+        "qemu wrote zeroed GTEs"
+    );
+    let mut model = Model::zeros(8 * MIB);
+    model.write(0, &vec![0x66; MIB as usize]);
+    model.write(64 * KIB, &vec![0; 128 * KIB as usize]);
+    let dev = VmdkDisk::open(&img, Access::ReadOnly).unwrap();
+    assert_reads(&dev, raw_reader(&qemu_raw(&img)), &[(0, 8 * MIB)]);
+    assert_reads(&dev, |at, n| model.read(at, n), &[(0, 8 * MIB)]);
+    drop(dev);
+    let mut dev = VmdkDisk::open(&img, Access::ReadWrite).unwrap();
+    dev.write_at(64 * KIB + 1000, b"inside a zeroed grain")
+        .unwrap();
+    model.write(64 * KIB + 1000, b"inside a zeroed grain");
+    dev.flush().unwrap();
+    drop(dev);
+    qemu_check(&img);
+    qemu_compare(&img, &model);
+    tables(&img);
 }

@@ -437,6 +437,15 @@ fn resolve_extent(path: &Path, dir: &Path, name: &str, at: u64) -> Result<PathBu
     let real_dir = dir
         .canonicalize()
         .map_err(|e| io_err(dir, "resolving the VMDK's directory", e))?;
+    if path.canonicalize().is_ok_and(|d| d == real) {
+        return Err(format_err(
+            path,
+            at,
+            "VMDK extent file",
+            "a file other than the descriptor",
+            "the descriptor itself",
+        ));
+    }
     if !real.starts_with(&real_dir) {
         return Err(ResealError::UnsafePath {
             path: name.to_string(),
