@@ -2,7 +2,7 @@
 //! a text descriptor (embedded in a monolithicSparse or streamOptimized
 //! file, or a file of its own for monolithicFlat, twoGbMaxExtentSparse and
 //! twoGbMaxExtentFlat) listing extents, each a flat file, a hosted sparse
-//! file ([`sparse`]) or zeros.
+//! file (`KDMV` header, grain directory and tables) or zeros.
 //!
 //! No crate reads and writes VMDK with the crash ordering and the
 //! hostile-input checks this block layer needs, so the format is handled
@@ -15,8 +15,11 @@
 //!   its parent (`parentFileNameHint`), a VMDK opened read-only whose `CID`
 //!   must equal the child's `parentCID`; a grain the child writes first is
 //!   filled from the parent.
-//! * Flat extents are written in place; sparse extents as [`sparse`]
-//!   describes; streamOptimized (compressed) extents are read-only.
+//! * Flat extents are written in place. In sparse extents, new grains are
+//!   appended and flushed before their grain table entries are written
+//!   (primary and redundant tables alike), between setting and clearing the
+//!   header's unclean-shutdown flag. streamOptimized (compressed) extents
+//!   are read-only.
 //! * A sparse extent whose unclean-shutdown flag is set is refused.
 //! * Before the first change, the descriptor's `CID` is replaced in place
 //!   by a new random one (flushed), as VMware and qemu do, so that children
