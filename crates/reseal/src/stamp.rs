@@ -322,7 +322,7 @@ fn make_disk_clone(
             return Ok(kind);
         }
     }
-    if format.name() == "vmdk" && !is_single_file_vmdk(src) {
+    if format == ImageFormat::Vmdk && !is_single_file_vmdk(src) {
         return Err(invalid(
             src.display().to_string(),
             "a VMDK made of several files (a descriptor with separate extents) is not cloned by copying one file; convert it to a single-file VMDK (qemu-img convert -O vmdk -o subformat=monolithicSparse) or to qcow2 first",

@@ -51,6 +51,7 @@ fn qfmt(img: &Path) -> &'static str {
         disk::ImageFormat::Vhd => "vpc",
         disk::ImageFormat::Vhdx => "vhdx",
         disk::ImageFormat::Qcow2 => "qcow2",
+        disk::ImageFormat::Vmdk => "vmdk",
     }
 }
 

@@ -1,7 +1,7 @@
 //! Disk images in pure Rust: a [`BlockDevice`] abstraction, the container
-//! formats raw ([`raw`]), VHD ([`vhd`]) and VHDX ([`vhdx`]), the partition
-//! tables MBR ([`mbr`]) and GPT ([`gpt`]), and a view of one partition
-//! ([`partition`]).
+//! formats raw ([`raw`]), VHD ([`vhd`]), VHDX ([`vhdx`]) and VMDK
+//! ([`vmdk`]), the partition tables MBR ([`mbr`]) and GPT ([`gpt`]), and a
+//! view of one partition ([`partition`]).
 //!
 //! Every length and offset read from a file is checked before use; corrupt
 //! or unsupported containers give [`ResealError::DiskFormat`] naming the
@@ -15,6 +15,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 use crate::{ResealError, Result};
 use std::fs::File;
@@ -119,6 +120,8 @@ pub enum ImageFormat {
     Vhdx,
     /// QEMU copy-on-write, versions 2 and 3.
     Qcow2,
+    /// VMware VMDK (a sparse file, or a descriptor naming extent files).
+    Vmdk,
 }
 
 impl ImageFormat {
@@ -128,6 +131,7 @@ impl ImageFormat {
         ImageFormat::Vhd,
         ImageFormat::Vhdx,
         ImageFormat::Qcow2,
+        ImageFormat::Vmdk,
     ];
 
     /// The short name (as `--format` and qemu-img name it, except `vhd`
@@ -138,6 +142,7 @@ impl ImageFormat {
             ImageFormat::Vhd => "vhd",
             ImageFormat::Vhdx => "vhdx",
             ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Vmdk => "vmdk",
         }
     }
 
@@ -162,8 +167,9 @@ impl ImageFormat {
 
 /// Guesses the format of an image file from its signatures: `vhdxfile` at
 /// the start (or a `head` header signature at 64 or 128 KiB), `QFI\xfb`
-/// (qcow2) at the start, `conectix`
-/// in the last 512 bytes (or at the start), else raw.
+/// (qcow2) at the start, `conectix` in the last 512 bytes (or at the
+/// start), `KDMV` at the start or a text file starting with `# Disk
+/// DescriptorFile` (VMDK), else raw.
 pub fn detect_format(path: &Path) -> Result<ImageFormat> {
     let file = File::open(path).map_err(|e| io_err(path, "opening the image", e))?;
     let len = file
@@ -182,6 +188,17 @@ pub fn detect_format(path: &Path) -> Result<ImageFormat> {
         }
         if sig[..4] == qcow2::header::MAGIC {
             return Ok(ImageFormat::Qcow2);
+        }
+        if &sig[..4] == b"KDMV" {
+            return Ok(ImageFormat::Vmdk);
+        }
+        let mut head = [0u8; 64];
+        let n = head.len().min(len as usize);
+        file.read_exact_at(&mut head[..n], 0)
+            .map_err(|e| io_err(path, "reading the image", e))?;
+        let text = head[..n].trim_ascii_start();
+        if text.starts_with(vmdk::DESCRIPTOR_SIGNATURE) {
+            return Ok(ImageFormat::Vmdk);
         }
     }
     for at in [64 * 1024u64, 128 * 1024] {
@@ -210,6 +227,7 @@ pub fn open_image(path: &Path, access: Access) -> Result<Box<dyn BlockDevice>> {
         ImageFormat::Vhd => Box::new(vhd::VhdDisk::open(path, access)?),
         ImageFormat::Vhdx => Box::new(vhdx::VhdxDisk::open(path, access)?),
         ImageFormat::Qcow2 => Box::new(qcow2::Qcow2Disk::open(path, access)?),
+        ImageFormat::Vmdk => Box::new(vmdk::VmdkDisk::open(path, access)?),
     })
 }
 
@@ -227,7 +245,7 @@ pub fn create_linked_clone(
         ImageFormat::Vhdx => vhdx::create_child(src, dst).map(|()| Some("linked")),
         ImageFormat::Vhd => vhd::create_child(src, dst).map(|()| Some("linked")),
         ImageFormat::Qcow2 => qcow2::create_overlay(src, dst).map(|()| Some("linked")),
-        ImageFormat::Raw => Ok(None),
+        ImageFormat::Raw | ImageFormat::Vmdk => Ok(None),
     }
 }
 
