@@ -365,7 +365,7 @@ pub fn is_embedded(data: &[u8], hit: &BlobHit) -> bool {
             String::from_utf16(&units).ok()
         }
     };
-    !text.is_some_and(|t| Sid::parse(&t).is_ok())
+    text.is_none_or(|t| Sid::parse(&t).is_err())
 }
 
 /// Whether a key or value name that holds the domain SID holds more than a

@@ -261,7 +261,23 @@ fn add_extra_files(root: &Path, sid: &str) {
         b"master key blob",
     )
     .expect("key");
+    // The per-user resource cache of packaged apps: files named by the
+    // user's SID among other text, and one of another machine's user.
+    let meta = root.join(format!("Program Files/WindowsApps/{WEATHER}/{METADATA}"));
+    fs::create_dir_all(&meta).expect("mkdir");
+    for f in [
+        format!("{sid}-1001-MergedResources-0.pri"),
+        format!("{sid}-1001-MergedResources-1.pri"),
+        "S-1-5-21-1-2-3-1001-MergedResources-0.pri".to_string(),
+        "resources.pri".to_string(),
+    ] {
+        fs::write(meta.join(f), b"mrm_pri2").expect("pri");
+    }
 }
+
+/// A packaged app's folder and its metadata folder.
+const WEATHER: &str = "Microsoft.BingWeather_4.46.32012.0_x64__8wekyb3d8bbwe";
+const METADATA: &str = "microsoft.system.package.metadata";
 
 fn seeded(seed: u64) -> GeneralizeOptions {
     GeneralizeOptions {
@@ -406,7 +422,7 @@ fn synthetic_root_gets_a_new_sid_everywhere() {
     assert!(by_hive("NTUSER.DAT of Users\\demo").descriptors >= 1);
     assert!(by_hive("UsrClass.dat of Users\\alice").descriptors >= 1);
     assert_eq!(summary.task_files.len(), 2, "{:?}", summary.task_files);
-    assert_eq!(summary.folders.len(), 4, "{:?}", summary.folders);
+    assert_eq!(summary.folders.len(), 6, "{:?}", summary.folders);
     let text = report.to_text();
     assert!(text.contains("machine SID: S-1-5-21-1004336348"), "{text}");
     let not_done: Vec<&str> = report.installs[0]
@@ -439,6 +455,21 @@ fn synthetic_root_gets_a_new_sid_everywhere() {
         .is_dir()
     );
     assert!(root.join(format!("$Recycle.Bin/{new}-1001")).is_dir());
+    // Files named by a SID among other text, under WindowsApps.
+    let meta = root.join(format!("Program Files/WindowsApps/{WEATHER}/{METADATA}"));
+    let mut names: Vec<String> = fs::read_dir(&meta)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want = vec![
+        format!("{new}-1001-MergedResources-0.pri"),
+        format!("{new}-1001-MergedResources-1.pri"),
+        "S-1-5-21-1-2-3-1001-MergedResources-0.pri".to_string(),
+        "resources.pri".to_string(),
+    ];
+    want.sort();
+    assert_eq!(names, want);
 
     // Task definitions: BOM and encoding kept, local SID rewritten,
     // well-known SIDs untouched.
@@ -620,4 +651,24 @@ fn verification_refuses_a_leftover() {
     let r = verify_hive("Windows\\System32\\config\\SAM", &[&edit], &image);
     assert!(matches!(r, Err(ResealError::SidLeftover { .. })), "{r:?}");
     assert!(verify_hive("x", &[&edit], &[0u8; 64]).is_ok());
+    // A SID whose header was overwritten (ACL slack): `15000000` and the
+    // three sub-authorities, then the three alone at an odd offset.
+    let subs: Vec<u8> = old.to_bytes()[12..].to_vec();
+    assert_eq!(subs.len(), 12);
+    for (lead, what) in [
+        (&21u32.to_le_bytes()[..], "15000000"),
+        (&[0x55u8][..], "the three"),
+    ] {
+        let mut image = vec![0xAAu8; 33];
+        image.extend_from_slice(lead);
+        image.extend_from_slice(&subs);
+        image.extend_from_slice(&[0; 7]);
+        assert!(reseal_hive::sid_scan::find_domain_sid(&image, &old).is_empty());
+        match verify_hive("UsrClass.dat", &[&edit], &image) {
+            Err(ResealError::SidLeftover { detail, .. }) => {
+                assert!(detail.contains(what), "{detail}")
+            }
+            r => panic!("{r:?}"),
+        }
+    }
 }
