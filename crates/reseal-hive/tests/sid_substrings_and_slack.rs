@@ -445,3 +445,50 @@ fn real_usrclass_mrtcache_names_and_slack() {
         report.descriptor_slack
     );
 }
+
+#[test]
+fn sibling_collisions_are_refused_before_any_change() {
+    let (old, new): (Sid, Sid) = (OLD.parse().unwrap(), NEW.parse().unwrap());
+    // A key whose rewritten name is a sibling's name (case ignored, as
+    // Windows compares), and a value whose rewritten name is another
+    // value's name.
+    let key_clash = |h: &mut Hive| {
+        h.create_key(&format!("P\\a%5C{OLD}-1001.pri")).unwrap();
+        h.create_key(&format!("P\\A%5c{}-1001.PRI", NEW.to_lowercase()))
+            .unwrap();
+    };
+    let value_clash = |h: &mut Hive| {
+        h.create_key("V").unwrap();
+        h.set_value("V", &format!("{OLD}-500-x"), 4, &[1, 0, 0, 0])
+            .unwrap();
+        h.set_value("V", &format!("{NEW}-500-x"), 4, &[2, 0, 0, 0])
+            .unwrap();
+    };
+    for (what, make) in [
+        ("key", &key_clash as &dyn Fn(&mut Hive)),
+        ("value", &value_clash),
+    ] {
+        let mut h = Hive::create("x.dat", 5, "ROOT").unwrap();
+        h.set_security("", &descriptor_with_slack(&old.with_rid(500), &old, &old))
+            .unwrap();
+        make(&mut h);
+        let before = h.to_bytes();
+        let err = h.rewrite_sids(&old, &new).unwrap_err().to_string();
+        assert!(
+            err.contains("the SID rewrite would rename"),
+            "{what}: {err}"
+        );
+        let after = h.to_bytes();
+        // Saving stamps the time into the base block (and so its
+        // checksum) and into the first bin's header; nothing else may differ.
+        let stamped = |i: usize| {
+            (0x0C..0x14).contains(&i)
+                || (0x1FC..0x200).contains(&i)
+                || (0x1014..0x101C).contains(&i)
+        };
+        let diff: Vec<usize> = (0..before.len().max(after.len()))
+            .filter(|&i| !stamped(i) && before.get(i) != after.get(i))
+            .collect();
+        assert!(diff.is_empty(), "{what}: the hive changed at {diff:x?}");
+    }
+}
