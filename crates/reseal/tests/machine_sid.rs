@@ -275,6 +275,35 @@ fn add_extra_files(root: &Path, sid: &str) {
     }
 }
 
+/// What Windows 10/11 leave in a user's UsrClass.dat: a resource-cache key
+/// named by a URL-encoded path that holds the SID among other text, and a
+/// key whose descriptor has 20 bytes of DACL slack holding `15000000` and
+/// the domain's sub-authorities (a removed ACE).
+fn add_usrclass_traces(root: &Path, sid: &str) {
+    let path = root.join("Users/demo/AppData/Local/Microsoft/Windows/UsrClass.dat");
+    let mut h = Hive::open(&path).expect("UsrClass.dat");
+    let mrt = format!(
+        "Local Settings\\MrtCache\\C:%5CProgram Files%5CWindowsApps%5C{WEATHER}%5C{METADATA}%5C{sid}-1001-MergedResources-1.pri"
+    );
+    h.create_key(&format!("{mrt}\\1d7a3b2c4e5f6a7"))
+        .expect("key");
+    let domain: Sid = sid.parse().expect("sid");
+    let mut sd = reseal_hive::default_descriptor();
+    let dacl = u32::from_le_bytes(sd[16..20].try_into().expect("4")) as usize;
+    assert_eq!(dacl, 20, "default descriptor: DACL first");
+    let size = u16::from_le_bytes([sd[22], sd[23]]) as usize;
+    let mut slack = domain.to_bytes()[8..].to_vec();
+    slack.extend([0x3C; 4]);
+    sd.splice(dacl + size..dacl + size, slack);
+    sd[22..24].copy_from_slice(&((size + 20) as u16).to_le_bytes());
+    for field in [4, 8] {
+        let off = u32::from_le_bytes(sd[field..field + 4].try_into().expect("4"));
+        sd[field..field + 4].copy_from_slice(&(off + 20).to_le_bytes());
+    }
+    h.set_security("Local Settings", &sd).expect("descriptor");
+    h.save_to(&path).expect("save");
+}
+
 /// A packaged app's folder and its metadata folder.
 const WEATHER: &str = "Microsoft.BingWeather_4.46.32012.0_x64__8wekyb3d8bbwe";
 const METADATA: &str = "microsoft.system.package.metadata";
@@ -376,6 +405,7 @@ fn synthetic_root_gets_a_new_sid_everywhere() {
     let root = t.path().join("root");
     build_windows_root(&root, None).expect("build root");
     add_extra_files(&root, SAMPLE_MACHINE_SID);
+    add_usrclass_traces(&root, SAMPLE_MACHINE_SID);
     let aliases = alias_members(&root);
     let profiles = profile_list(&root);
     let before_system_task = fs::read(root.join("Windows/System32/Tasks/SystemTask")).expect("t");
@@ -421,6 +451,9 @@ fn synthetic_root_gets_a_new_sid_everywhere() {
     assert!(by_hive("SECURITY").value_data >= 1);
     assert!(by_hive("NTUSER.DAT of Users\\demo").descriptors >= 1);
     assert!(by_hive("UsrClass.dat of Users\\alice").descriptors >= 1);
+    let demo_classes = by_hive("UsrClass.dat of Users\\demo");
+    assert!(demo_classes.substring_key_names >= 1, "{demo_classes:?}");
+    assert!(demo_classes.descriptor_slack >= 1, "{demo_classes:?}");
     assert_eq!(summary.task_files.len(), 2, "{:?}", summary.task_files);
     assert_eq!(summary.folders.len(), 6, "{:?}", summary.folders);
     let text = report.to_text();
