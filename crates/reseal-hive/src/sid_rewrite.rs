@@ -67,7 +67,7 @@ pub struct SidOccurrence {
 pub struct SidReport {
     /// Every occurrence, in key order.
     pub occurrences: Vec<SidOccurrence>,
-    /// Security cells changed.
+    /// Security cells whose descriptor names the SID (rewritten).
     pub descriptors: usize,
     /// Keys renamed.
     pub key_names: usize,
@@ -100,9 +100,16 @@ impl Hive {
     /// RIDs): in every security descriptor (owner, group, each ACE of DACL
     /// and SACL including object and callback ACEs), in key names (keys are
     /// renamed and re-sorted), value names and value data (binary SIDs at any
-    /// offset, UTF-16LE and ASCII string forms). Returns each occurrence.
-    /// When anything was rewritten, unused space (free cells and slack after
-    /// records) is zeroed too, so no stale copy of the old SID stays behind.
+    /// offset, UTF-16LE and ASCII string forms, whole or inside longer
+    /// text). Returns each occurrence. The unused bytes inside every
+    /// descriptor rewritten, or holding the old domain's sub-authorities
+    /// (ACL slack, gaps), are zeroed with their sizes kept. When anything
+    /// was rewritten, unused space (free cells and slack after records) is
+    /// zeroed too, so no stale copy of the old SID stays behind.
+    ///
+    /// A rename that would give a key or value the name of a sibling, or a
+    /// key a name longer than 255 characters, is refused
+    /// ([`HiveError::Refused`]) before anything changes.
     pub fn rewrite_sids(&mut self, old: &Sid, new: &Sid) -> Result<SidReport> {
         self.ensure_writable()?;
         self.apply_sid_plan(old, new)
