@@ -675,6 +675,120 @@ pub fn rewrite_descriptor_sids(
     Ok(Some((out, hits)))
 }
 
+/// The byte ranges of `sd` that carry meaning: the header, owner and group
+/// SIDs, each present ACL's header and ACEs (up to the end of the last one)
+/// and, inside each ACE of a known type without application data, the part
+/// up to the end of its SID(s). Everything else is unused.
+fn used_ranges(sd: &[u8], parsed: &Parsed) -> Vec<(usize, usize)> {
+    let mut used = vec![(0, HEADER_LEN)];
+    for s in [&parsed.owner, &parsed.group].into_iter().flatten() {
+        used.push((s.off, s.off + s.len));
+    }
+    for a in [&parsed.sacl, &parsed.dacl] {
+        let AclState::Present(a) = a else { continue };
+        used.push((a.off, a.off + 8));
+        for ace in &a.aces {
+            let end = ace.off + ace.size;
+            let sid_end = ace.sids.iter().map(|s| s.off + s.len).max();
+            let body_end = match (sid_end, &ace.app) {
+                // Known layout, nothing after the SID(s): the rest is slack.
+                (Some(e), None) if !has_app_data(ace.ace_type) => e.min(end),
+                _ => end,
+            };
+            used.push((ace.off, body_end));
+        }
+    }
+    used.retain(|&(a, b)| a < b && b <= sd.len());
+    used.sort_unstable();
+    used
+}
+
+/// Zeroes the unused bytes of a valid self-relative descriptor: the slack
+/// of each ACL (an `AclSize` larger than its ACEs), bytes after the SID of
+/// an ACE that has no application data, gaps between the components and
+/// everything after the last one. Windows writes such slack and leaves old
+/// data in it (a removed ACE's SID); sizes and offsets stay as they are, so
+/// the descriptor keeps its length and meaning.
+///
+/// Returns `None` when those bytes are all zero already, else the new
+/// descriptor and how many bytes were not zero.
+pub fn zero_descriptor_slack(sd: &[u8]) -> Result<Option<(Vec<u8>, usize)>> {
+    let parsed = parse(sd)?;
+    let mut out = sd.to_vec();
+    let mut changed = 0;
+    let mut pos = 0;
+    let mut clear = |from: usize, to: usize, out: &mut Vec<u8>| {
+        if let Some(r) = out.get_mut(from..to) {
+            changed += r.iter().filter(|&&b| b != 0).count();
+            r.fill(0);
+        }
+    };
+    for (a, b) in used_ranges(sd, &parsed) {
+        if a > pos {
+            clear(pos, a, &mut out);
+        }
+        pos = pos.max(b);
+    }
+    clear(pos, sd.len(), &mut out);
+    if changed == 0 {
+        return Ok(None);
+    }
+    // The output must be as valid, and mean the same, as the input.
+    if parse_descriptor(&out)? != parse_descriptor(sd)? {
+        return Err(bad(
+            0,
+            "descriptor",
+            "the same meaning after zeroing its unused bytes",
+            "a different one",
+        ));
+    }
+    Ok(Some((out, changed)))
+}
+
+/// Rewrites the SIDs of `old_domain` as [`rewrite_descriptor_sids`] does
+/// and zeroes the unused bytes of the result ([`zero_descriptor_slack`]);
+/// a descriptor naming no SID of the domain is changed (slack zeroed) only
+/// when its unused bytes still hold the domain's sub-authorities (see
+/// [`sid_scan::find_domain_sub_authorities`]). `None` when nothing changes.
+pub fn rewrite_descriptor_domain(
+    sd: &[u8],
+    old_domain: &Sid,
+    new_domain: &Sid,
+) -> Result<Option<DomainRewrite>> {
+    let (base, hits) = match rewrite_descriptor_sids(sd, old_domain, new_domain)? {
+        Some((d, h)) => (d, h),
+        None => {
+            if sid_scan::find_domain_sub_authorities(sd, old_domain).is_empty() {
+                return Ok(None);
+            }
+            (sd.to_vec(), Vec::new())
+        }
+    };
+    let (descriptor, slack_bytes) = match zero_descriptor_slack(&base)? {
+        Some((d, n)) => (d, n),
+        None => (base, 0),
+    };
+    if hits.is_empty() && slack_bytes == 0 {
+        return Ok(None);
+    }
+    Ok(Some(DomainRewrite {
+        descriptor,
+        hits,
+        slack_bytes,
+    }))
+}
+
+/// What [`rewrite_descriptor_domain`] made of a descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRewrite {
+    /// The new descriptor (same length as the old one for machine SIDs).
+    pub descriptor: Vec<u8>,
+    /// The SIDs rewritten (offsets in the original).
+    pub hits: Vec<SdHit>,
+    /// Unused bytes that were not zero and now are.
+    pub slack_bytes: usize,
+}
+
 fn replacement(edits: &[Edit], off: usize) -> Option<&[u8]> {
     edits
         .iter()
@@ -1342,6 +1456,83 @@ mod tests {
         assert!(sddl.contains("(ML;;NW;;;HI)"), "{sddl}");
     }
 
+    /// A DACL whose slack (20 bytes) holds a stale copy of a domain SID
+    /// with its header overwritten: `15000000` + the three sub-authorities.
+    fn stale_slack_descriptor(domain: &str, owner: &str) -> Vec<u8> {
+        let mut dacl = acl(2, &[basic(0, 0x02, 0xF003F, "S-1-5-18", &[])], 20);
+        let stale = &sidb(domain)[4..];
+        let n = dacl.len();
+        dacl[n - 20..n - 20 + stale.len()].copy_from_slice(stale);
+        descriptor(0x8004, Some(owner), Some("S-1-5-18"), None, Some(dacl))
+    }
+
+    #[test]
+    fn slack_zeroed_meaning_kept() {
+        let sd = rich();
+        let (out, n) = zero_descriptor_slack(&sd).unwrap().unwrap();
+        assert_eq!(out.len(), sd.len());
+        // 8 bytes of DACL slack, the 4-byte gap after the DACL, 4 trailing
+        // bytes, SACL slack if any: all were non-zero.
+        assert!(n >= 16, "{n}");
+        assert_eq!(&out[out.len() - 4..], &[0; 4]);
+        assert!(!out.windows(4).any(|w| w == [0xEE; 4] || w == [0xCC; 4]));
+        assert_eq!(
+            parse_descriptor(&out).unwrap(),
+            parse_descriptor(&sd).unwrap()
+        );
+        // Application data (conditional and opaque) is kept byte for byte.
+        let p = parse(&sd).unwrap();
+        for a in [&p.dacl, &p.sacl] {
+            let AclState::Present(a) = a else { panic!() };
+            for ace in &a.aces {
+                if let Some((st, en, _)) = &ace.app {
+                    assert_eq!(&out[*st..*en], &sd[*st..*en]);
+                }
+            }
+            assert_eq!(&out[a.off..a.aces_end], &sd[a.off..a.aces_end]);
+        }
+        assert!(zero_descriptor_slack(&out).unwrap().is_none());
+    }
+
+    #[test]
+    fn domain_rewrite_clears_stale_slack() {
+        let old = sid(D);
+        let new = sid("S-1-5-21-1-22-4000000000");
+        // Owner in the old domain: SIDs rewritten and slack zeroed.
+        let sd = stale_slack_descriptor(D, &format!("{D}-1001"));
+        let acl_size = u16::from_le_bytes([sd[22], sd[23]]);
+        assert_eq!(sid_scan::find_domain_sub_authorities(&sd, &old).len(), 2);
+        let r = rewrite_descriptor_domain(&sd, &old, &new).unwrap().unwrap();
+        assert_eq!(r.hits.len(), 1);
+        assert!(r.slack_bytes >= 16);
+        assert!(sid_scan::find_domain_sub_authorities(&r.descriptor, &old).is_empty());
+        assert_eq!(r.descriptor.len(), sd.len());
+        // AclSize is kept (Windows accepts more than the ACEs use).
+        assert_eq!(
+            u16::from_le_bytes([r.descriptor[22], r.descriptor[23]]),
+            acl_size
+        );
+        let v = parse_descriptor(&r.descriptor).unwrap();
+        assert_eq!(v.owner, Some(new.with_rid(1001)));
+        // No SID of the domain, but its sub-authorities in the slack.
+        let sd = stale_slack_descriptor(D, "S-1-5-32-544");
+        assert!(rewrite_descriptor_sids(&sd, &old, &new).unwrap().is_none());
+        let r = rewrite_descriptor_domain(&sd, &old, &new).unwrap().unwrap();
+        assert!(r.hits.is_empty());
+        assert!(sid_scan::find_domain_sub_authorities(&r.descriptor, &old).is_empty());
+        assert_eq!(
+            parse_descriptor(&r.descriptor).unwrap(),
+            parse_descriptor(&sd).unwrap()
+        );
+        // Another domain's remnant is none of this rewrite's business.
+        let sd = stale_slack_descriptor("S-1-5-21-7-8-9", "S-1-5-32-544");
+        assert!(
+            rewrite_descriptor_domain(&sd, &old, &new)
+                .unwrap()
+                .is_none()
+        );
+    }
+
     #[test]
     fn rewrite_same_length() {
         let sd = rich();
@@ -1752,6 +1943,10 @@ mod tests {
                 sd.truncate(cut as usize % (sd.len() + 1));
             }
             let _ = validate_descriptor(&sd);
+            if let Ok(Some((out, _))) = zero_descriptor_slack(&sd) {
+                prop_assert!(validate_descriptor(&out).is_ok());
+            }
+            let _ = rewrite_descriptor_domain(&sd, &sid(D), &sid("S-1-5-21-1-2-3"));
             if let Ok(v) = parse_descriptor(&sd) {
                 let _ = to_sddl(&v);
             }

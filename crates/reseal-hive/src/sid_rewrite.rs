@@ -1,17 +1,19 @@
 //! Rewriting a machine (domain) SID everywhere in a hive: security
-//! descriptors, key names, value names and value data.
+//! descriptors (and the unused bytes inside them), key names, value names
+//! and value data, whether the SID is the whole name or string or a part
+//! of a longer one (`…%5CS-1-5-21-A-B-C-1001-MergedResources-1.pri`).
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{HiveError, Result};
 use crate::hive::Hive;
 use crate::names::to_display;
 use crate::read::KeyId;
-use crate::security::{SdLocation, rewrite_descriptor_sids};
+use crate::security::{SdLocation, rewrite_descriptor_domain};
 use crate::sid::Sid;
-use crate::sid_scan::{DomainSidReplacer, SidForm};
+use crate::sid_scan::{DomainSidReplacer, SidForm, is_embedded, name_is_embedded};
 
 /// Where one occurrence of the SID was found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,11 +30,15 @@ pub enum SidPlace {
     KeyName {
         /// The name after the rewrite (same as before when only scanning).
         new_name: String,
+        /// The SID is part of a longer name (not the whole name).
+        substring: bool,
     },
     /// In a value's name.
     ValueName {
         /// The value's name before the rewrite.
         value: String,
+        /// The SID is part of a longer name (not the whole name).
+        substring: bool,
     },
     /// In a value's data.
     ValueData {
@@ -42,6 +48,8 @@ pub enum SidPlace {
         offset: usize,
         /// Encoding of the occurrence.
         form: SidForm,
+        /// A string SID inside a longer string (never for binary SIDs).
+        substring: bool,
     },
 }
 
@@ -59,7 +67,7 @@ pub struct SidOccurrence {
 pub struct SidReport {
     /// Every occurrence, in key order.
     pub occurrences: Vec<SidOccurrence>,
-    /// Security cells changed.
+    /// Security cells whose descriptor names the SID (rewritten).
     pub descriptors: usize,
     /// Keys renamed.
     pub key_names: usize,
@@ -67,6 +75,18 @@ pub struct SidReport {
     pub value_names: usize,
     /// Values whose data changed.
     pub value_data: usize,
+    /// Of `key_names`, keys whose name holds the SID inside a longer name.
+    pub substring_key_names: usize,
+    /// Of `value_names`, values whose name holds the SID inside a longer
+    /// name.
+    pub substring_value_names: usize,
+    /// String SIDs (UTF-16 or ASCII) found inside longer strings in value
+    /// data (occurrences, not values).
+    pub substring_value_data: usize,
+    /// Security cells whose unused bytes (ACL slack, gaps, bytes after the
+    /// last component) were zeroed; includes cells whose only trace of the
+    /// old domain was there.
+    pub descriptor_slack: usize,
 }
 
 impl Hive {
@@ -80,9 +100,16 @@ impl Hive {
     /// RIDs): in every security descriptor (owner, group, each ACE of DACL
     /// and SACL including object and callback ACEs), in key names (keys are
     /// renamed and re-sorted), value names and value data (binary SIDs at any
-    /// offset, UTF-16LE and ASCII string forms). Returns each occurrence.
-    /// When anything was rewritten, unused space (free cells and slack after
-    /// records) is zeroed too, so no stale copy of the old SID stays behind.
+    /// offset, UTF-16LE and ASCII string forms, whole or inside longer
+    /// text). Returns each occurrence. The unused bytes inside every
+    /// descriptor rewritten, or holding the old domain's sub-authorities
+    /// (ACL slack, gaps), are zeroed with their sizes kept. When anything
+    /// was rewritten, unused space (free cells and slack after records) is
+    /// zeroed too, so no stale copy of the old SID stays behind.
+    ///
+    /// A rename that would give a key or value the name of a sibling, or a
+    /// key a name longer than 255 characters, is refused
+    /// ([`HiveError::Refused`]) before anything changes.
     pub fn rewrite_sids(&mut self, old: &Sid, new: &Sid) -> Result<SidReport> {
         self.ensure_writable()?;
         self.apply_sid_plan(old, new)
@@ -105,9 +132,15 @@ impl Hive {
         }
         for sk in self.sk_ring()? {
             let sd = self.sk_descriptor(sk)?;
-            if let Some((new_sd, hits)) = rewrite_descriptor_sids(sd, old, new)? {
+            if let Some(r) = rewrite_descriptor_domain(sd, old, new)? {
                 let u = users.get(&sk).cloned().unwrap_or_default();
-                for h in hits {
+                if r.slack_bytes > 0 {
+                    plan.report.descriptor_slack += 1;
+                }
+                if !r.hits.is_empty() {
+                    plan.report.descriptors += 1;
+                }
+                for h in r.hits {
                     plan.report.occurrences.push(SidOccurrence {
                         key_path: first_path.get(&sk).cloned().unwrap_or_default(),
                         place: SidPlace::SecurityDescriptor {
@@ -116,8 +149,7 @@ impl Hive {
                         },
                     });
                 }
-                plan.report.descriptors += 1;
-                plan.descriptors.push((sk, new_sd, u));
+                plan.descriptors.push((sk, r.descriptor, u));
             }
         }
         for (path, k) in &keys {
@@ -126,13 +158,16 @@ impl Hive {
                 let vname = to_display(&v.name);
                 let new_name = replacer.replace_in_units(&v.name);
                 if new_name.is_some() {
+                    let substring = name_is_embedded(&v.name);
                     plan.report.occurrences.push(SidOccurrence {
                         key_path: path.clone(),
                         place: SidPlace::ValueName {
                             value: vname.clone(),
+                            substring,
                         },
                     });
                     plan.report.value_names += 1;
+                    plan.report.substring_value_names += usize::from(substring);
                 }
                 let data = self.value_bytes(&v)?;
                 let new_data = if old == new {
@@ -143,12 +178,15 @@ impl Hive {
                 };
                 if let Some((_, hits)) = &new_data {
                     for h in hits {
+                        let substring = is_embedded(&data, h);
+                        plan.report.substring_value_data += usize::from(substring);
                         plan.report.occurrences.push(SidOccurrence {
                             key_path: path.clone(),
                             place: SidPlace::ValueData {
                                 value: vname.clone(),
                                 offset: h.offset,
                                 form: h.form,
+                                substring,
                             },
                         });
                     }
@@ -168,21 +206,78 @@ impl Hive {
             let name = self.key_node(*k)?.name;
             if let Some(n) = replacer.replace_in_units(&name) {
                 let new_name = to_display(&n);
+                let substring = name_is_embedded(&name);
                 plan.report.occurrences.push(SidOccurrence {
                     key_path: path.clone(),
                     place: SidPlace::KeyName {
                         new_name: new_name.clone(),
+                        substring,
                     },
                 });
                 plan.report.key_names += 1;
-                plan.renames.push((*k, new_name));
+                plan.report.substring_key_names += usize::from(substring);
+                plan.renames.push((*k, path.clone(), n));
             }
         }
         Ok(plan)
     }
 
+    /// Refuses, before anything changes, a rename that would give a key or
+    /// value the name of a sibling (compared as Windows does, ignoring
+    /// case) or a key name longer than Windows allows.
+    fn check_sid_renames(&self, plan: &SidPlan) -> Result<()> {
+        let refuse = |path: &str, reason: String| HiveError::Refused {
+            file: self.name.clone(),
+            path: path.to_string(),
+            reason,
+        };
+        for (k, path, n) in &plan.renames {
+            let shown = to_display(n);
+            if n.len() > crate::MAX_KEY_NAME {
+                return Err(refuse(
+                    path,
+                    format!(
+                        "after the SID rewrite the key name would have {} characters, more than the {} Windows allows: {shown:?}",
+                        n.len(),
+                        crate::MAX_KEY_NAME
+                    ),
+                ));
+            }
+            let parent = KeyId(self.key_node(*k)?.parent);
+            if *k == self.root() {
+                continue;
+            }
+            if let Some(other) = self.subkey_units(parent, n)? {
+                if other != *k {
+                    return Err(refuse(
+                        path,
+                        format!(
+                            "the SID rewrite would rename this key to {shown:?}, the name of an existing sibling; remove or rename one of them first"
+                        ),
+                    ));
+                }
+            }
+        }
+        for c in &plan.values {
+            let Some(n) = &c.new_name else { continue };
+            if let Some((_, other, _)) = self.find_value(c.key, n)? {
+                if other != c.vk {
+                    return Err(refuse(
+                        &self.key_path(c.key)?,
+                        format!(
+                            "the SID rewrite would rename a value to {:?}, the name of another value of the key",
+                            to_display(n)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn apply_sid_plan(&mut self, old: &Sid, new: &Sid) -> Result<SidReport> {
         let plan = self.plan_sids(old, new)?;
+        self.check_sid_renames(&plan)?;
         for (sk, sd, users) in &plan.descriptors {
             self.sk_replace(*sk, sd, users)?;
         }
@@ -195,10 +290,10 @@ impl Hive {
                 self.replace_value_data(c.key, vk, c.value_type, d)?;
             }
         }
-        for (k, n) in &plan.renames {
-            self.rename_key_id(*k, n)?;
+        for (k, _, n) in &plan.renames {
+            self.rename_key_id(*k, &to_display(n))?;
         }
-        if !plan.report.occurrences.is_empty() {
+        if !plan.report.occurrences.is_empty() || plan.report.descriptor_slack > 0 {
             // Windows leaves old copies in free cells and cell slack.
             self.scrub_unused()?;
         }
@@ -211,7 +306,8 @@ struct SidPlan {
     report: SidReport,
     descriptors: Vec<(u32, Vec<u8>, Vec<KeyId>)>,
     values: Vec<ValueChange>,
-    renames: Vec<(KeyId, String)>,
+    /// Key, its path before, its new name.
+    renames: Vec<(KeyId, String, Vec<u16>)>,
 }
 
 #[derive(Debug)]

@@ -12,9 +12,18 @@
 //!   at most 15), the old authority and the old sub-authorities as a
 //!   prefix, and the whole SID (8 + 4·count bytes) inside the data;
 //! * strings: `S-1-<authority>-<sub>…` of the old SID, the `S` in either
-//!   case, not preceded by an ASCII letter or digit and not followed by a
-//!   decimal digit (so `…-C5` is another SID, while `…-C-1001` and `…-C\0`
-//!   match).
+//!   case, not preceded by an ASCII letter or digit (unless that is the end
+//!   of a URL escape `%HH`, as in `…%5CS-1-5-21-…` in an encoded path) and
+//!   not followed by a decimal digit (so `…-C5` is another SID, while
+//!   `…-C-1001`, `…-C-1001-MergedResources` and `…-C\0` match). Such a
+//!   string may be the whole text or part of a longer one
+//!   ([`is_embedded`] tells which).
+//!
+//! After a rewrite, [`find_domain_sub_authorities`] looks for what is left
+//! in any shape: the bytes of the domain's own sub-authorities (`A`, `B`,
+//! `C` of `S-1-5-21-A-B-C`, 12 bytes) wherever they are, which also finds
+//! SIDs whose header was overwritten (the `15000000`+A+B+C form left in the
+//! slack of an ACL).
 
 use serde::Serialize;
 
@@ -142,6 +151,22 @@ impl Needle {
     }
 }
 
+/// Whether the characters before a SID's `S` join it to a preceding word
+/// or number, which makes it not a SID: `before[0]` is the character right
+/// before the `S`, `before[1]` and `before[2]` the two before that (`None`
+/// past the start). An ASCII letter or digit joins, unless it ends a URL
+/// escape `%HH` (which stands for a separator such as `%5C`, `\`).
+fn joins_before(before: [Option<u32>; 3]) -> bool {
+    let is = |c: Option<u32>, f: fn(&u8) -> bool| c.is_some_and(|c| c < 0x80 && f(&(c as u8)));
+    if !is(before[0], u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let escape = before[2] == Some(u32::from(b'%'))
+        && is(before[1], u8::is_ascii_hexdigit)
+        && is(before[0], u8::is_ascii_hexdigit);
+    !escape
+}
+
 /// Precomputed needles for one old domain SID.
 struct Searcher {
     sub_count: usize,
@@ -203,7 +228,13 @@ impl Searcher {
             if s < 1 || !matches!(data[s - 1], b'S' | b's') {
                 return s + 1;
             }
-            if s >= 2 && data[s - 2].is_ascii_alphanumeric() {
+            // `S` at s - 1; the three bytes before it.
+            let at = |k: usize| {
+                s.checked_sub(k)
+                    .and_then(|i| data.get(i))
+                    .map(|&b| u32::from(b))
+            };
+            if joins_before([at(2), at(3), at(4)]) {
                 return s + 1;
             }
             if data.get(s + len).is_some_and(|c| c.is_ascii_digit()) {
@@ -228,7 +259,9 @@ impl Searcher {
             if s < 2 || !matches!(unit(s - 2), Some(0x53 | 0x73)) {
                 return s + 1;
             }
-            if s >= 4 && unit(s - 4).is_some_and(|u| is_ascii(u, u8::is_ascii_alphanumeric)) {
+            // `S` at s - 2; the three units before it.
+            let at = |k: usize| s.checked_sub(k).and_then(unit).map(u32::from);
+            if joins_before([at(4), at(6), at(8)]) {
                 return s + 1;
             }
             if unit(s + len).is_some_and(|u| is_ascii(u, u8::is_ascii_digit)) {
@@ -298,6 +331,115 @@ pub fn replace_domain_sid_in_units(
     new_domain: &Sid,
 ) -> Option<Vec<u16>> {
     DomainSidReplacer::new(old_domain, new_domain).replace_in_units(name)
+}
+
+/// Whether a string-form hit of [`find_domain_sid`] is part of a longer
+/// text rather than a whole string of its own: the whole string runs from
+/// the start of `data` or a NUL to the end or a NUL (in the hit's encoding)
+/// and is a SID (the domain, or the domain and RIDs). Binary hits are never
+/// embedded.
+pub fn is_embedded(data: &[u8], hit: &BlobHit) -> bool {
+    let text: Option<String> = match hit.form {
+        SidForm::Binary => return false,
+        SidForm::Ascii => {
+            let start = hit.offset;
+            if start > 0 && data.get(start - 1) != Some(&0) {
+                return true;
+            }
+            let rest = data.get(start..).unwrap_or(&[]);
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            std::str::from_utf8(&rest[..end]).ok().map(str::to_string)
+        }
+        SidForm::Utf16 => {
+            let start = hit.offset;
+            if start >= 2 && data.get(start - 2..start) != Some(&[0, 0][..]) {
+                return true;
+            }
+            let units: Vec<u16> = data
+                .get(start..)
+                .unwrap_or(&[])
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&u| u != 0)
+                .collect();
+            String::from_utf16(&units).ok()
+        }
+    };
+    text.is_none_or(|t| Sid::parse(&t).is_err())
+}
+
+/// Whether a key or value name that holds the domain SID holds more than a
+/// SID (see [`is_embedded`]): `S-1-5-21-A-B-C-1001` is a whole name,
+/// `S-1-5-21-A-B-C-1001_Classes` or `…%5CS-1-5-21-A-B-C-1001-x.pri` are not.
+pub fn name_is_embedded(name: &[u16]) -> bool {
+    !String::from_utf16(name).is_ok_and(|t| Sid::parse(&t).is_ok())
+}
+
+/// Which remnant of a domain's sub-authorities was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemnantForm {
+    /// The domain's sub-authorities after the leading 21 (`A`, `B`, `C`:
+    /// 12 bytes, little-endian) without the `21` before them.
+    SubAuthorities,
+    /// The same preceded by the 32-bit `21` (`15000000`+A+B+C, 16 bytes):
+    /// a SID of the domain, possibly with its header overwritten.
+    WithLeading21,
+}
+
+/// One remnant found by [`find_domain_sub_authorities`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Remnant {
+    /// Byte offset of the first byte of the remnant (of the `15000000` for
+    /// [`RemnantForm::WithLeading21`]).
+    pub offset: usize,
+    /// Its shape.
+    pub form: RemnantForm,
+}
+
+/// The bytes that identify `domain` in binary form wherever they appear:
+/// for a machine domain `S-1-5-21-A-B-C` the sub-authorities A, B and C
+/// (12 bytes, little-endian; the leading 21 is shared by every such
+/// domain), for any other SID all of its sub-authorities. Empty for a SID
+/// without any.
+pub fn sub_authority_bytes(domain: &Sid) -> Vec<u8> {
+    let subs = domain.sub_authorities();
+    let unique = match subs {
+        [21, rest @ ..] if !rest.is_empty() => rest,
+        _ => subs,
+    };
+    unique.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Finds every occurrence of the domain's identifying sub-authority bytes
+/// ([`sub_authority_bytes`]) in `data`, at any offset and whatever precedes
+/// them: whole binary SIDs of the domain, and also pieces of them that no
+/// SID parser sees (a SID whose revision and count bytes were overwritten,
+/// stale bytes in the slack of an ACL). The check after a rewrite uses it:
+/// nothing of the old domain may be left in any shape.
+pub fn find_domain_sub_authorities(data: &[u8], domain: &Sid) -> Vec<Remnant> {
+    let bytes = sub_authority_bytes(domain);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    let lead = domain.sub_authorities().first() == Some(&21) && domain.sub_authorities().len() > 1;
+    let mut out = Vec::new();
+    Needle::new(bytes).for_each(data, |s| {
+        let with21 = lead && s >= 4 && data.get(s - 4..s) == Some(&21u32.to_le_bytes()[..]);
+        out.push(if with21 {
+            Remnant {
+                offset: s - 4,
+                form: RemnantForm::WithLeading21,
+            }
+        } else {
+            Remnant {
+                offset: s,
+                form: RemnantForm::SubAuthorities,
+            }
+        });
+        s + 1
+    });
+    out
 }
 
 /// A prepared search-and-replace of one domain SID by another, for running
@@ -384,7 +526,6 @@ impl DomainSidReplacer {
     pub fn replace_in_units(&self, name: &[u16]) -> Option<Vec<u16>> {
         let needle = &self.old_units;
         let repl = &self.new_units;
-        let is_alnum = |u: u16| u < 0x80 && (u as u8).is_ascii_alphanumeric();
         let is_digit = |u: u16| u < 0x80 && (u as u8).is_ascii_digit();
         let mut out: Option<Vec<u16>> = None;
         let mut copied = 0;
@@ -392,7 +533,11 @@ impl DomainSidReplacer {
         while i + needle.len() <= name.len() {
             let ok = matches!(name[i - 1], 0x53 | 0x73)
                 && name[i..i + needle.len()] == needle[..]
-                && !(i >= 2 && is_alnum(name[i - 2]))
+                && !joins_before([2, 3, 4].map(|k| {
+                    i.checked_sub(k)
+                        .and_then(|j| name.get(j))
+                        .map(|&u| u32::from(u))
+                }))
                 && !name.get(i + needle.len()).is_some_and(|&u| is_digit(u));
             if ok {
                 let o = out.get_or_insert_with(|| Vec::with_capacity(name.len() + 8));
@@ -580,6 +725,16 @@ mod tests {
             (format!("9{base}"), false),
             (format!("_{base}"), true),
             (format!("{base}x"), true),
+            (
+                format!("C:%5CProgram Files%5Cx%5C{base}-1001-MergedResources-1.pri"),
+                true,
+            ),
+            (format!("%5c{base}"), true),
+            (format!("%2F{base}-500"), true),
+            (format!("x5C{base}"), false),
+            (format!("%GC{base}"), false),
+            (format!("%5{base}"), false),
+            (format!("5C{base}"), false),
             ("S-1-5-21-3623811015-3361044348-3030082".to_string(), false),
             ("S-1-5-21-3623811015-3361044348-30300821".to_string(), false),
             (
@@ -660,6 +815,100 @@ mod tests {
         let zero = sid("S-1-5");
         let hits = find_domain_sid(b"S-1-5-18 S-1-5", &zero);
         assert_eq!(hits.len(), 2);
+    }
+
+    #[test]
+    fn url_encoded_path_in_all_forms() {
+        let d = old();
+        let new = new_short();
+        let text = "C:%5CProgram Files%5CWindowsApps%5CPkg_1.0_x64__8wekyb3d8bbwe%5Cmicrosoft.system.package.metadata%5CS-1-5-21-3623811015-3361044348-30300820-1001-MergedResources-1.pri";
+        let expect = text.replace("S-1-5-21-3623811015-3361044348-30300820", &new.to_string());
+        let units: Vec<u16> = text.encode_utf16().collect();
+        let out = replace_domain_sid_in_units(&units, &d, &new).unwrap();
+        assert_eq!(String::from_utf16(&out).unwrap(), expect);
+        assert!(name_is_embedded(&units));
+        let (out, hits) = replace_domain_sid(&u16s(text), &d, &new).unwrap();
+        assert_eq!(out, u16s(&expect));
+        assert_eq!(hits.len(), 1);
+        let (out, _) = replace_domain_sid(text.as_bytes(), &d, &new).unwrap();
+        assert_eq!(out, expect.as_bytes());
+    }
+
+    #[test]
+    fn embedded_or_whole() {
+        let d = old();
+        let whole = "S-1-5-21-3623811015-3361044348-30300820-1001";
+        for (data, embedded) in [
+            (u16s(whole), false),
+            ([u16s(whole), vec![0, 0]].concat(), false),
+            (
+                [u16s("a"), vec![0, 0], u16s(whole), vec![0, 0, 0, 0]].concat(),
+                false,
+            ),
+            (u16s(&format!("{whole}_Classes")), true),
+            (u16s(&format!("x\\{whole}")), true),
+            (whole.as_bytes().to_vec(), false),
+            (
+                [b"a\0".to_vec(), whole.as_bytes().to_vec(), vec![0]].concat(),
+                false,
+            ),
+            (format!("p={whole};").into_bytes(), true),
+        ] {
+            let hits = find_domain_sid(&data, &d);
+            assert_eq!(hits.len(), 1, "{data:?}");
+            assert_eq!(is_embedded(&data, &hits[0]), embedded, "{data:?}");
+        }
+        let bin = d.with_rid(500).to_bytes();
+        assert!(!is_embedded(&bin, &find_domain_sid(&bin, &d)[0]));
+        let name = |s: &str| s.encode_utf16().collect::<Vec<u16>>();
+        assert!(!name_is_embedded(&name(whole)));
+        assert!(name_is_embedded(&name(&format!("{whole}_Classes"))));
+    }
+
+    #[test]
+    fn sub_authority_remnants() {
+        let d = old();
+        let subs = sub_authority_bytes(&d);
+        assert_eq!(subs.len(), 12);
+        assert_eq!(&subs[..4], &3623811015u32.to_le_bytes());
+        // A whole SID, a SID with its header overwritten, and the bare
+        // sub-authorities at an odd offset.
+        let mut data = d.with_rid(1001).to_bytes();
+        let mut broken = d.to_bytes();
+        broken[..8].copy_from_slice(&[0xAB; 8]);
+        let at_broken = data.len();
+        data.extend(&broken);
+        data.push(7);
+        let at_bare = data.len();
+        data.extend(&subs);
+        data.extend([0u8; 3]);
+        let got = find_domain_sub_authorities(&data, &d);
+        assert_eq!(
+            got,
+            vec![
+                Remnant {
+                    offset: 8,
+                    form: RemnantForm::WithLeading21
+                },
+                Remnant {
+                    offset: at_broken + 8,
+                    form: RemnantForm::WithLeading21
+                },
+                Remnant {
+                    offset: at_bare,
+                    form: RemnantForm::SubAuthorities
+                },
+            ]
+        );
+        // Only whole SIDs are seen by the SID search.
+        assert_eq!(find_domain_sid(&data, &d).len(), 1);
+        // After a replacement of the whole SID, the remnants stay.
+        let (out, _) = replace_domain_sid(&data, &d, &new_short()).unwrap();
+        assert_eq!(find_domain_sub_authorities(&out, &d).len(), 2);
+        assert!(find_domain_sub_authorities(&data[..11], &d).is_empty());
+        assert!(find_domain_sub_authorities(&data, &sid("S-1-5")).is_empty());
+        // A SID outside the 21 family: all its sub-authorities.
+        assert_eq!(sub_authority_bytes(&sid("S-1-5-32-544")).len(), 8);
     }
 
     #[derive(Debug, Clone)]

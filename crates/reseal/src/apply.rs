@@ -57,12 +57,16 @@ pub fn apply_reg(hive: &mut Hive, change: &RegEdit) -> reseal_hive::Result<()> {
             let old: reseal_hive::Sid = old.parse()?;
             let new: reseal_hive::Sid = new.parse()?;
             let found = hive.rewrite_sids(&old, &new)?;
-            // Nothing live, but stale copies in free cells or slack: zero
-            // them (a rewrite that found something has scrubbed already).
-            if found.occurrences.is_empty()
-                && !reseal_hive::sid_scan::find_domain_sid(&hive.to_bytes(), &old).is_empty()
-            {
-                hive.scrub_unused()?;
+            // Nothing live, but stale copies in free cells or slack (whole
+            // SIDs, or bare sub-authorities): zero them (a rewrite that found
+            // something has scrubbed already).
+            if found.occurrences.is_empty() && found.descriptor_slack == 0 {
+                let bytes = hive.to_bytes();
+                if !reseal_hive::sid_scan::find_domain_sid(&bytes, &old).is_empty()
+                    || !reseal_hive::sid_scan::find_domain_sub_authorities(&bytes, &old).is_empty()
+                {
+                    hive.scrub_unused()?;
+                }
             }
         }
     }

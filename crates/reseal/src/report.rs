@@ -7,7 +7,9 @@
 //! {operation, reason, edit: {target: "registry"|"file", hive?, action, key?,
 //! name?, value_type?, data?, path?, ...}} ], not_done: [ {operation, message}
 //! ], hives_written: [path], files_changed, sid: null | {old, new, source,
-//! hives: [ {hive, path, descriptors, key_names, value_names, value_data} ],
+//! hives: [ {hive, path, descriptors, key_names, value_names, value_data,
+//! substring_key_names, substring_value_names, substring_value_data,
+//! descriptor_slack, stale_only} ],
 //! folders: [ {from, to} ], task_files: [path]} } ] }`. Fields are only ever added
 //! within a schema version.
 

@@ -261,7 +261,52 @@ fn add_extra_files(root: &Path, sid: &str) {
         b"master key blob",
     )
     .expect("key");
+    // The per-user resource cache of packaged apps: files named by the
+    // user's SID among other text, and one of another machine's user.
+    let meta = root.join(format!("Program Files/WindowsApps/{WEATHER}/{METADATA}"));
+    fs::create_dir_all(&meta).expect("mkdir");
+    for f in [
+        format!("{sid}-1001-MergedResources-0.pri"),
+        format!("{sid}-1001-MergedResources-1.pri"),
+        "S-1-5-21-1-2-3-1001-MergedResources-0.pri".to_string(),
+        "resources.pri".to_string(),
+    ] {
+        fs::write(meta.join(f), b"mrm_pri2").expect("pri");
+    }
 }
+
+/// What Windows 10/11 leave in a user's UsrClass.dat: a resource-cache key
+/// named by a URL-encoded path that holds the SID among other text, and a
+/// key whose descriptor has 20 bytes of DACL slack holding `15000000` and
+/// the domain's sub-authorities (a removed ACE).
+fn add_usrclass_traces(root: &Path, sid: &str) {
+    let path = root.join("Users/demo/AppData/Local/Microsoft/Windows/UsrClass.dat");
+    let mut h = Hive::open(&path).expect("UsrClass.dat");
+    let mrt = format!(
+        "Local Settings\\MrtCache\\C:%5CProgram Files%5CWindowsApps%5C{WEATHER}%5C{METADATA}%5C{sid}-1001-MergedResources-1.pri"
+    );
+    h.create_key(&format!("{mrt}\\1d7a3b2c4e5f6a7"))
+        .expect("key");
+    let domain: Sid = sid.parse().expect("sid");
+    let mut sd = reseal_hive::default_descriptor();
+    let dacl = u32::from_le_bytes(sd[16..20].try_into().expect("4")) as usize;
+    assert_eq!(dacl, 20, "default descriptor: DACL first");
+    let size = u16::from_le_bytes([sd[22], sd[23]]) as usize;
+    let mut slack = domain.to_bytes()[8..].to_vec();
+    slack.extend([0x3C; 4]);
+    sd.splice(dacl + size..dacl + size, slack);
+    sd[22..24].copy_from_slice(&((size + 20) as u16).to_le_bytes());
+    for field in [4, 8] {
+        let off = u32::from_le_bytes(sd[field..field + 4].try_into().expect("4"));
+        sd[field..field + 4].copy_from_slice(&(off + 20).to_le_bytes());
+    }
+    h.set_security("Local Settings", &sd).expect("descriptor");
+    h.save_to(&path).expect("save");
+}
+
+/// A packaged app's folder and its metadata folder.
+const WEATHER: &str = "Microsoft.BingWeather_4.46.32012.0_x64__8wekyb3d8bbwe";
+const METADATA: &str = "microsoft.system.package.metadata";
 
 fn seeded(seed: u64) -> GeneralizeOptions {
     GeneralizeOptions {
@@ -360,6 +405,7 @@ fn synthetic_root_gets_a_new_sid_everywhere() {
     let root = t.path().join("root");
     build_windows_root(&root, None).expect("build root");
     add_extra_files(&root, SAMPLE_MACHINE_SID);
+    add_usrclass_traces(&root, SAMPLE_MACHINE_SID);
     let aliases = alias_members(&root);
     let profiles = profile_list(&root);
     let before_system_task = fs::read(root.join("Windows/System32/Tasks/SystemTask")).expect("t");
@@ -405,8 +451,11 @@ fn synthetic_root_gets_a_new_sid_everywhere() {
     assert!(by_hive("SECURITY").value_data >= 1);
     assert!(by_hive("NTUSER.DAT of Users\\demo").descriptors >= 1);
     assert!(by_hive("UsrClass.dat of Users\\alice").descriptors >= 1);
+    let demo_classes = by_hive("UsrClass.dat of Users\\demo");
+    assert!(demo_classes.substring_key_names >= 1, "{demo_classes:?}");
+    assert!(demo_classes.descriptor_slack >= 1, "{demo_classes:?}");
     assert_eq!(summary.task_files.len(), 2, "{:?}", summary.task_files);
-    assert_eq!(summary.folders.len(), 4, "{:?}", summary.folders);
+    assert_eq!(summary.folders.len(), 6, "{:?}", summary.folders);
     let text = report.to_text();
     assert!(text.contains("machine SID: S-1-5-21-1004336348"), "{text}");
     let not_done: Vec<&str> = report.installs[0]
@@ -439,6 +488,21 @@ fn synthetic_root_gets_a_new_sid_everywhere() {
         .is_dir()
     );
     assert!(root.join(format!("$Recycle.Bin/{new}-1001")).is_dir());
+    // Files named by a SID among other text, under WindowsApps.
+    let meta = root.join(format!("Program Files/WindowsApps/{WEATHER}/{METADATA}"));
+    let mut names: Vec<String> = fs::read_dir(&meta)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want = vec![
+        format!("{new}-1001-MergedResources-0.pri"),
+        format!("{new}-1001-MergedResources-1.pri"),
+        "S-1-5-21-1-2-3-1001-MergedResources-0.pri".to_string(),
+        "resources.pri".to_string(),
+    ];
+    want.sort();
+    assert_eq!(names, want);
 
     // Task definitions: BOM and encoding kept, local SID rewritten,
     // well-known SIDs untouched.
@@ -620,4 +684,24 @@ fn verification_refuses_a_leftover() {
     let r = verify_hive("Windows\\System32\\config\\SAM", &[&edit], &image);
     assert!(matches!(r, Err(ResealError::SidLeftover { .. })), "{r:?}");
     assert!(verify_hive("x", &[&edit], &[0u8; 64]).is_ok());
+    // A SID whose header was overwritten (ACL slack): `15000000` and the
+    // three sub-authorities, then the three alone at an odd offset.
+    let subs: Vec<u8> = old.to_bytes()[12..].to_vec();
+    assert_eq!(subs.len(), 12);
+    for (lead, what) in [
+        (&21u32.to_le_bytes()[..], "15000000"),
+        (&[0x55u8][..], "the three"),
+    ] {
+        let mut image = vec![0xAAu8; 33];
+        image.extend_from_slice(lead);
+        image.extend_from_slice(&subs);
+        image.extend_from_slice(&[0; 7]);
+        assert!(reseal_hive::sid_scan::find_domain_sid(&image, &old).is_empty());
+        match verify_hive("UsrClass.dat", &[&edit], &image) {
+            Err(ResealError::SidLeftover { detail, .. }) => {
+                assert!(detail.contains(what), "{detail}")
+            }
+            r => panic!("{r:?}"),
+        }
+    }
 }

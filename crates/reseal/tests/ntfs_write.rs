@@ -256,6 +256,103 @@ fn security_descriptors_are_rewritten_in_secure() {
     secaudit_clean(&img);
 }
 
+/// `sd_with` whose DACL is 20 bytes larger than its ACEs, the slack
+/// holding a stale copy of the domain (`15000000` and its three
+/// sub-authorities) as Windows leaves after removing an ACE.
+fn sd_with_stale_slack(sid_sub: [u32; 3], rid: u32, stale: [u32; 3]) -> Vec<u8> {
+    let mut sd = sd_with(sid_sub, rid);
+    let dacl_at = u32::from_le_bytes(sd[16..20].try_into().unwrap()) as usize;
+    let size = u16::from_le_bytes([sd[dacl_at + 2], sd[dacl_at + 3]]);
+    sd[dacl_at + 2..dacl_at + 4].copy_from_slice(&(size + 20).to_le_bytes());
+    let mut slack = 21u32.to_le_bytes().to_vec();
+    for v in stale {
+        slack.extend_from_slice(&v.to_le_bytes());
+    }
+    slack.extend_from_slice(&[0xAA; 4]);
+    sd.extend(slack);
+    sd
+}
+
+fn sub_authorities(sub: [u32; 3]) -> Vec<u8> {
+    sub.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn rewritten_descriptors_have_their_slack_zeroed() {
+    use reseal_hive::Sid;
+    use reseal_hive::security::{parse_descriptor, rewrite_descriptor_domain, validate_descriptor};
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(img) = volume(tmp.path(), 32) else {
+        return;
+    };
+    let (old_sub, new_sub) = ([111, 222, 333], [444, 555, 666]);
+    // Owner in the old domain, and a well-known owner whose only trace of
+    // the old domain is in the slack.
+    let owned = sd_with_stale_slack(old_sub, 1001, old_sub);
+    let foreign = sd_with_stale_slack([7, 8, 9], 500, old_sub);
+    validate_descriptor(&owned).unwrap();
+    validate_descriptor(&foreign).unwrap();
+    let untouched = sd_with_stale_slack([7, 8, 9], 500, [1, 2, 3]);
+    let mut w = mount(&img);
+    let sds = [&owned, &foreign, &untouched];
+    for (i, sd) in sds.iter().enumerate() {
+        w.write_file(&format!("d\\f{i}"), b"x").unwrap();
+        w.set_security(&format!("d\\f{i}"), sd).unwrap();
+    }
+    finish(w);
+    let old = Sid::new(5, &[21, old_sub[0], old_sub[1], old_sub[2]]).unwrap();
+    let new = Sid::new(5, &[21, new_sub[0], new_sub[1], new_sub[2]]).unwrap();
+    let mut w = mount(&img);
+    let r = w
+        .rewrite_security(|sd| {
+            rewrite_descriptor_domain(sd, &old, &new)
+                .ok()
+                .flatten()
+                .map(|r| r.descriptor)
+        })
+        .unwrap();
+    assert_eq!((r.files, r.descriptors), (2, 2), "{r:?}");
+    let mut got = Vec::new();
+    for (i, before) in sds.iter().enumerate() {
+        let sd = w.security(&format!("d\\f{i}")).unwrap();
+        assert_eq!(sd.len(), before.len(), "f{i}: length kept");
+        // AclSize kept.
+        assert_eq!(sd[16..20], before[16..20]);
+        got.push(sd);
+    }
+    finish(w);
+    let stale = sub_authorities(old_sub);
+    let has = |d: &[u8], n: &[u8]| d.windows(n.len()).any(|x| x == n);
+    for (i, sd) in got.iter().take(2).enumerate() {
+        assert!(!has(sd, &stale), "f{i}: old sub-authorities left");
+        assert!(sd.ends_with(&[0; 20]), "f{i}: slack not zeroed");
+    }
+    assert_eq!(
+        got[2], untouched,
+        "a descriptor without the old domain is kept"
+    );
+    assert_eq!(
+        parse_descriptor(&got[1]).unwrap(),
+        parse_descriptor(&foreign).unwrap(),
+        "same meaning"
+    );
+    assert!(has(&got[0], &sub_authorities(new_sub)));
+    ntfsfix_clean(&img);
+    // ntfs-3g's own reader sees the new owner through $Secure; its audit
+    // finds $SDS, $SDH and $SII consistent.
+    let out = Command::new("ntfssecaudit")
+        .arg(&img)
+        .arg("/d/f0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Windows owner S-1-5-21-444-555-666-1001"),
+        "{text}"
+    );
+    secaudit_clean(&img);
+}
+
 #[test]
 fn metadata_is_applied() {
     let tmp = tempfile::tempdir().unwrap();

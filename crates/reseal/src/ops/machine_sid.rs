@@ -19,13 +19,20 @@
 //!   live, in free space, or in its transaction logs — gets one
 //!   [`RegEdit::RewriteSid`]: security descriptors (S4, S9, S10), key names
 //!   (S6, S7, S8, S11 and any other key named by a local SID), value names,
-//!   binary and string SIDs in value data (S1, S3, S5, S7, S8), then free
-//!   space is zeroed. Well-known SIDs (`S-1-5-18`, `S-1-5-32-544`, …) and
+//!   binary and string SIDs in value data (S1, S3, S5, S7, S8) — also where
+//!   the SID is part of a longer name or string, such as the URL-encoded
+//!   paths of `Local Settings\MrtCache` in UsrClass.dat — then the unused
+//!   bytes inside security descriptors (ACL slack) and free space are
+//!   zeroed. Well-known SIDs (`S-1-5-18`, `S-1-5-32-544`, …) and
 //!   other domains' SIDs never match (only the old domain is searched).
 //! * Folders named by a local SID are renamed (S13): `$Recycle.Bin\<SID>`
 //!   at the volume root and, in every profile (ProfileList and the folders
 //!   of `Users`), `AppData\Roaming\Microsoft\Protect\<SID>` and
-//!   `AppData\Roaming\Microsoft\Crypto\RSA\<SID>`.
+//!   `AppData\Roaming\Microsoft\Crypto\RSA\<SID>`. Files and folders
+//!   whose name holds a local SID among other text are renamed too: in
+//!   those folders, and anywhere under `Program Files\WindowsApps` (down
+//!   to [`WINDOWS_APPS_DEPTH`] levels), where the package resource cache
+//!   keeps per-user files `…\S-1-5-21-…-1001-MergedResources-0.pri`.
 //! * Task definitions under `<windir>\System32\Tasks` (XML, usually UTF-16LE)
 //!   have SID strings (`<UserId>`, principals) rewritten.
 //! * What cannot be carried is reported as not done: DPAPI-protected
@@ -36,8 +43,11 @@
 //! A verification pass ([`verify_hive`], [`verify_files`], run by
 //! [`apply`](crate::apply::apply) before anything is committed) scans every
 //! rewritten hive image byte for byte (binary, UTF-16 and ASCII forms, free
-//! space included), every file this run writes and every renamed name for
-//! the old SID, and fails the run when it is still there.
+//! space included, and the bare 12 bytes of the domain's sub-authorities
+//! `A`, `B`, `C` in any context, which also finds SIDs whose header was
+//! overwritten, the `15000000`+A+B+C form in ACL slack), every file this
+//! run writes and every renamed name for the old SID, and fails the run
+//! when it is still there.
 //!
 //! Idempotence: after a rewrite the old SID is gone and the image carries
 //! the markers of a generalized image, so a second default run plans
@@ -49,7 +59,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use reseal_hive::Sid;
-use reseal_hive::sid_scan::{find_domain_sid, replace_domain_sid, replace_domain_sid_in_units};
+use reseal_hive::sid_scan::{
+    RemnantForm, find_domain_sid, find_domain_sub_authorities, replace_domain_sid,
+    replace_domain_sid_in_units,
+};
 
 use crate::backend::{FileChange, join};
 use crate::context::PlanContext;
@@ -70,6 +83,14 @@ pub const PROFILE_SID_FOLDERS: [&str; 2] = [
     r"AppData\Roaming\Microsoft\Protect",
     r"AppData\Roaming\Microsoft\Crypto\RSA",
 ];
+
+/// Under `Program Files`, the folder of packaged (Appx) applications, whose
+/// resource cache holds per-user files named by the user's SID.
+pub const WINDOWS_APPS: &str = r"Program Files\WindowsApps";
+
+/// How deep under [`WINDOWS_APPS`] names are looked at (the cache files are
+/// at `<package>\microsoft.system.package.metadata\<file>`, depth 3).
+pub const WINDOWS_APPS_DEPTH: u32 = 4;
 
 /// Task definition files larger than this are not read (real ones are a
 /// few KiB).
@@ -94,11 +115,19 @@ pub struct HiveSidCounts {
     pub value_names: usize,
     /// Values whose data holds the SID (binary or string).
     pub value_data: usize,
+    /// Of `key_names`, keys whose name holds the SID among other text.
+    pub substring_key_names: usize,
+    /// Of `value_names`, values whose name holds the SID among other text.
+    pub substring_value_names: usize,
+    /// String SIDs inside longer strings in value data (occurrences).
+    pub substring_value_data: usize,
+    /// Security descriptors whose unused bytes (ACL slack, gaps) are zeroed.
+    pub descriptor_slack: usize,
     /// Found only in free space, cell slack or the transaction logs.
     pub stale_only: bool,
 }
 
-/// A folder renamed because its name is a local SID.
+/// A folder or file renamed because its name holds a local SID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FolderRename {
     /// Path inside the image before.
@@ -121,7 +150,8 @@ pub struct SidSummary {
     pub seeded: bool,
     /// Per hive that holds the old SID.
     pub hives: Vec<HiveSidCounts>,
-    /// Folders renamed.
+    /// Folders and files renamed (parents before what they contain; each
+    /// `from` is the path at the time of its rename).
     pub folders: Vec<FolderRename>,
     /// Task definition files rewritten.
     pub task_files: Vec<String>,
@@ -143,12 +173,25 @@ impl SidSummary {
         );
         for h in &self.hives {
             s.push_str(&format!(
-                "  {}: {} descriptor(s), {} key name(s), {} value name(s), {} value data{}\n",
+                "  {}: {} descriptor(s), {} key name(s), {} value name(s), {} value data{}{}{}\n",
                 h.hive,
                 h.descriptors,
                 h.key_names,
                 h.value_names,
                 h.value_data,
+                if h.substring_key_names + h.substring_value_names + h.substring_value_data > 0 {
+                    format!(
+                        " (inside longer text: {} key name(s), {} value name(s), {} string(s))",
+                        h.substring_key_names, h.substring_value_names, h.substring_value_data
+                    )
+                } else {
+                    String::new()
+                },
+                if h.descriptor_slack > 0 {
+                    format!(", {} descriptor(s) with slack zeroed", h.descriptor_slack)
+                } else {
+                    String::new()
+                },
                 if h.stale_only {
                     " (stale copies only)"
                 } else {
@@ -157,7 +200,7 @@ impl SidSummary {
             ));
         }
         s.push_str(&format!(
-            "  {} folder(s) renamed, {} task file(s) rewritten\n",
+            "  {} folder(s) and file(s) renamed, {} task file(s) rewritten\n",
             self.folders.len(),
             self.task_files.len()
         ));
@@ -373,13 +416,16 @@ impl MachineSid {
                     .find_sids(old)
                     .map_err(|e| ResealError::hive(&h.path, e))?;
                 let live = !r.occurrences.is_empty();
+                let holds = |b: &[u8]| {
+                    !find_domain_sid(b, old).is_empty()
+                        || !find_domain_sub_authorities(b, old).is_empty()
+                };
                 let stale = !live
-                    && (!find_domain_sid(&h.hive.to_bytes(), old).is_empty()
-                        || h.logs.iter().any(|l| {
-                            ctx.backend
-                                .read(l)
-                                .is_ok_and(|b| !find_domain_sid(&b, old).is_empty())
-                        }));
+                    && (r.descriptor_slack > 0
+                        || holds(&h.hive.to_bytes())
+                        || h.logs
+                            .iter()
+                            .any(|l| ctx.backend.read(l).is_ok_and(|b| holds(&b))));
                 Ok((live || stale).then(|| {
                     (
                         h.id.clone(),
@@ -390,6 +436,10 @@ impl MachineSid {
                             key_names: r.key_names,
                             value_names: r.value_names,
                             value_data: r.value_data,
+                            substring_key_names: r.substring_key_names,
+                            substring_value_names: r.substring_value_names,
+                            substring_value_data: r.substring_value_data,
+                            descriptor_slack: r.descriptor_slack,
                             stale_only: stale,
                         },
                     )
@@ -428,7 +478,43 @@ impl MachineSid {
                 }
             }
         }
+        if let Some((pf, _)) = find_entry(ctx, &volume_root(ctx), "Program Files") {
+            if let Some((apps, _)) = find_entry(ctx, &pf, "WindowsApps") {
+                Self::renames_under(ctx, &apps, &apps, 1, old, new, &mut out);
+            }
+        }
         out
+    }
+
+    /// Renames of every file and folder under `dir` (read at `dir`, named
+    /// `now` once its parents' renames are done) whose name holds `old`,
+    /// parents first, down to [`WINDOWS_APPS_DEPTH`] levels.
+    fn renames_under(
+        ctx: &PlanContext,
+        dir: &str,
+        now: &str,
+        depth: u32,
+        old: &Sid,
+        new: &Sid,
+        out: &mut Vec<FolderRename>,
+    ) {
+        for e in list_dir(ctx, dir) {
+            let here = join(now, &e.name);
+            let after = match renamed(&e.name, old, new) {
+                Some(n) => {
+                    let to = join(now, &n);
+                    out.push(FolderRename {
+                        from: here,
+                        to: to.clone(),
+                    });
+                    to
+                }
+                None => here,
+            };
+            if e.is_dir && depth < WINDOWS_APPS_DEPTH {
+                Self::renames_under(ctx, &join(dir, &e.name), &after, depth + 1, old, new, out);
+            }
+        }
     }
 
     /// Task definitions holding the old SID, with their new contents.
@@ -483,7 +569,7 @@ impl MachineSid {
                     from: f.from.clone(),
                     to: f.to.clone(),
                 },
-                "folder named by a local account's SID",
+                "folder or file named by a local account's SID",
             ));
         }
         let tasks = Self::tasks(ctx, old, new);
@@ -591,6 +677,25 @@ pub fn verify_hive(path: &str, changes: &[&RegEdit], image: &[u8]) -> Result<()>
                     hits.len(),
                     first.offset,
                     first.form
+                ),
+            });
+        }
+        // What no SID parser sees: the domain's sub-authorities without a
+        // valid SID header (an overwritten header in ACL slack, a record
+        // that stores them apart).
+        let remnants = find_domain_sub_authorities(image, &sid);
+        if let Some(first) = remnants.first() {
+            return Err(ResealError::SidLeftover {
+                place: path.to_string(),
+                sid: old.clone(),
+                detail: format!(
+                    "{} remnant(s) of its sub-authorities, the first at file offset {:#x} ({})",
+                    remnants.len(),
+                    first.offset,
+                    match first.form {
+                        RemnantForm::WithLeading21 => "15000000 and the three 32-bit values",
+                        RemnantForm::SubAuthorities => "the three 32-bit values",
+                    }
                 ),
             });
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use reseal_hive::Sid;
-use reseal_hive::security::{rewrite_descriptor_sids, validate_descriptor};
+use reseal_hive::security::{rewrite_descriptor_domain, validate_descriptor};
 
 use crate::Result;
 use crate::backend::FileChange;
@@ -33,10 +33,12 @@ pub(super) fn apply<D: BlockDevice + 'static>(
     let rewritten = w.rewrite_security(|sd| {
         // A descriptor Windows would not accept is left as it is.
         validate_descriptor(sd).ok()?;
-        rewrite_descriptor_sids(sd, old, new)
+        // SIDs rewritten and unused bytes (ACL slack, gaps) zeroed, so that
+        // no stale copy of the old domain's sub-authorities is written back.
+        rewrite_descriptor_domain(sd, old, new)
             .ok()
             .flatten()
-            .map(|(d, _)| d)
+            .map(|r| r.descriptor)
     })?;
     Ok(Some(rewritten))
 }
