@@ -36,7 +36,7 @@ use crate::disk::raw::RawDisk;
 use crate::ntfs3g::{FileMetadata, NtfsWriter};
 use crate::{ResealError, Result};
 use reseal_hive::Sid;
-use reseal_hive::security::{rewrite_descriptor_sids, validate_descriptor};
+use reseal_hive::security::{rewrite_descriptor_domain, validate_descriptor};
 
 /// `WIMLIB_EXTRACT_FLAG_NTFS`: the target is an NTFS volume image.
 const EXTRACT_FLAG_NTFS: i32 = 0x1;
@@ -218,14 +218,15 @@ pub(super) fn stage_all(
 }
 
 /// Rewrites the machine SID `old` to `new` in the descriptor of `path`,
-/// when it names it.
+/// when it names it, and zeroes the descriptor's unused bytes (where old
+/// sub-authorities may linger).
 fn rewrite_sid(w: &mut NtfsWriter<RawDisk>, path: &str, old: &Sid, new: &Sid) -> Result<()> {
     let sd = w.security(path)?;
     if validate_descriptor(&sd).is_err() {
         return Ok(());
     }
-    if let Ok(Some((rewritten, _))) = rewrite_descriptor_sids(&sd, old, new) {
-        w.set_security(path, &rewritten)?;
+    if let Ok(Some(r)) = rewrite_descriptor_domain(&sd, old, new) {
+        w.set_security(path, &r.descriptor)?;
     }
     Ok(())
 }
