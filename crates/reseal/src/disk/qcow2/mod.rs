@@ -93,6 +93,10 @@ enum Mapping {
     Compressed { host: u64, len: u64 },
 }
 
+/// A decompressed cluster: the host offset and length of its compressed
+/// data, and its bytes.
+type Inflated = ((u64, u64), Vec<u8>);
+
 /// The qemu name of an image format (`backing_fmt`, `qemu-img -f`).
 #[allow(unreachable_patterns)]
 pub fn qemu_format_name(format: ImageFormat) -> &'static str {
@@ -142,7 +146,7 @@ pub struct Qcow2Disk {
     /// First cluster past everything allocated (cluster aligned).
     next_free: u64,
     /// The last decompressed cluster: its L2 entry and its bytes.
-    inflated: RefCell<Option<((u64, u64), Vec<u8>)>>,
+    inflated: RefCell<Option<Inflated>>,
     backing: Option<Box<dyn BlockDevice>>,
     backing_path: Option<PathBuf>,
     backing_format: Option<ImageFormat>,
