@@ -8,7 +8,7 @@
 
 use reseal::disk::qcow2::{Qcow2Disk, create_overlay};
 use reseal::disk::{self, Access, BlockDevice, ImageFormat};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const KIB: u64 = 1024;
@@ -741,5 +741,92 @@ fn overlay_of_missing_or_special_backing_is_refused() {
     assert!(create_overlay(&dir.path().join("nope.raw"), &out).is_err());
     assert!(create_overlay(dir.path(), &out).is_err());
     assert!(!out.exists());
-    let _ = PathBuf::new();
+}
+
+/// A linked clone: `create_overlay` over the testkit's Windows disk, then
+/// generalized in place through the block layer. The base stays
+/// byte-identical; qemu-img checks the overlay; the hives, extracted
+/// through qemu-img and ntfscat, no longer name the old machine SID.
+#[test]
+fn linked_clone_is_generalized_and_base_untouched() {
+    use reseal::backend::disk::DiskBackend;
+    use reseal::generalize::{generalize, inspect};
+    use reseal::options::{GeneralizeOptions, SidChoice};
+    use reseal_testkit::{
+        DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, SAMPLE_MACHINE_SID, build_disk_images,
+        build_windows_root, have,
+    };
+    const NEW_SID: &str = "S-1-5-21-1111111111-2222222222-3333333333";
+    if !qemu()
+        || !reseal_testkit::require_tool("hivexregedit")
+        || !reseal_testkit::require_tool("ntfscat")
+    {
+        return;
+    }
+    let tmp = tmp();
+    let root = tmp.path().join("root");
+    build_windows_root(&root, None).unwrap();
+    let images = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
+    if !reseal_testkit::require(
+        !images.is_empty(),
+        "the disk image tools (sfdisk, mkntfs, wimlib-imagex)",
+    ) {
+        return;
+    }
+    let clones = tmp.path().join("clones");
+    std::fs::create_dir(&clones).unwrap();
+    // The raw base and the VHDX base.
+    for base in [&images[0], &images[2]] {
+        let ov = clones.join(format!("{}.qcow2", qfmt(base)));
+        create_overlay(base, &ov).unwrap();
+        let before = hash(base);
+        let mut b = DiskBackend::open(&ov, None).unwrap();
+        let opts = GeneralizeOptions {
+            sid: SidChoice::Given(NEW_SID.into()),
+            seed: Some(7),
+            ..GeneralizeOptions::default()
+        };
+        let report = generalize(&mut b, &opts).unwrap();
+        assert_eq!(format!("{:?}", report.outcome), "Done");
+        drop(b);
+        assert_eq!(hash(base), before, "the base {} changed", base.display());
+        check_clean(&ov);
+        let b = DiskBackend::open(&ov, None).unwrap();
+        let installs = inspect(&b).unwrap();
+        assert_eq!(
+            installs[0].description.machine_sid.as_deref(),
+            Some(NEW_SID)
+        );
+        // The base itself still has the old SID.
+        let b = DiskBackend::open(base, None).unwrap();
+        let installs = inspect(&b).unwrap();
+        assert_eq!(
+            installs[0].description.machine_sid.as_deref(),
+            Some(SAMPLE_MACHINE_SID)
+        );
+
+        let all = qemu_raw(&ov);
+        let part = clones.join("part.ntfs");
+        let (a, n) = (DISK_PARTITION_OFFSET as usize, DISK_PARTITION_SIZE as usize);
+        std::fs::write(&part, &all[a..a + n]).unwrap();
+        for hive in ["SYSTEM", "SAM", "SECURITY"] {
+            let out = Command::new("ntfscat")
+                .arg(&part)
+                .arg(format!("/Windows/System32/config/{hive}"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ntfscat {hive}");
+            let h = clones.join(hive);
+            std::fs::write(&h, &out.stdout).unwrap();
+            let export = run(Command::new("hivexregedit")
+                .arg("--export")
+                .arg(&h)
+                .arg("\\"));
+            assert!(!export.contains(SAMPLE_MACHINE_SID), "{hive}: old SID left");
+        }
+        if have("ntfsfix") {
+            let fix = run(Command::new("ntfsfix").arg("-n").arg(&part));
+            assert!(!fix.contains("corrupt"), "ntfsfix -n: {fix}");
+        }
+    }
 }

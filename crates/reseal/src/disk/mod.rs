@@ -1,5 +1,6 @@
 //! Disk images in pure Rust: a [`BlockDevice`] abstraction, the container
-//! formats raw ([`raw`]), VHD ([`vhd`]) and VHDX ([`vhdx`]), the partition
+//! formats raw ([`raw`]), VHD ([`vhd`]), VHDX ([`vhdx`]) and qcow2
+//! ([`qcow2`]), the partition
 //! tables MBR ([`mbr`]) and GPT ([`gpt`]), and a view of one partition
 //! ([`partition`]).
 //!

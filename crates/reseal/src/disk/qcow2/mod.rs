@@ -834,7 +834,14 @@ impl Qcow2Disk {
     /// the pending changes; returns its offset and the entry index.
     fn l2_for_write(&mut self, gc: u64) -> Result<(u64, usize)> {
         let l1i = (gc / self.l2_entries()) as usize;
-        let e = self.l1.get(l1i).copied().unwrap_or(0);
+        let Some(&e) = self.l1.get(l1i) else {
+            return Err(self.file.format_err(
+                self.l1_offset,
+                "qcow2 L1 table",
+                format!("an entry for guest cluster {gc}"),
+                format!("{} entries", self.l1.len()),
+            ));
+        };
         let idx = (gc % self.l2_entries()) as usize;
         let table = e & OFFSET_MASK;
         if table == 0 {
