@@ -722,7 +722,7 @@ impl Qcow2Disk {
             })?;
         self.next_free = end;
         for i in 0..n {
-            self.rc_add(start + i * cs, true)?;
+            self.rc_update(start + i * cs, true)?;
         }
         Ok(start)
     }
@@ -749,13 +749,15 @@ impl Qcow2Disk {
             }
             self.rt_dirty.insert(ti);
             self.rb_dirty.insert(block);
-            self.rc_add(block, true)?;
+            self.rc_update(block, true)?;
         }
         Ok((block, c % epb))
     }
 
-    /// Adds or removes one reference to a host cluster, in memory.
-    fn rc_add(&mut self, host: u64, inc: bool) -> Result<()> {
+    /// In memory: gives a newly allocated host cluster (past everything
+    /// referenced) the refcount 1, whatever a damaged block said, or
+    /// (`allocated` false) removes one reference to a host cluster.
+    fn rc_update(&mut self, host: u64, allocated: bool) -> Result<()> {
         let (block, idx) = self.refblock_for(host)?;
         if !self.rb_cache.contains_key(&block) {
             let mut raw = vec![0u8; self.cluster_size() as usize];
@@ -765,10 +767,8 @@ impl Qcow2Disk {
         let order = self.refcount_order;
         let b = self.rb_cache.get_mut(&block);
         let old = b.as_ref().and_then(|b| refcount::get(b, idx, order));
-        let new = match (old, inc) {
-            (Some(v), true) => v
-                .checked_add(1)
-                .filter(|&v| v <= refcount::max_value(order)),
+        let new = match (old, allocated) {
+            (Some(_), true) => Some(1),
             (Some(v), false) => v.checked_sub(1),
             (None, _) => None,
         };
@@ -780,8 +780,8 @@ impl Qcow2Disk {
             return Err(self.file.format_err(
                 block,
                 format!("qcow2 refcount of host cluster at {host}"),
-                if inc {
-                    "a refcount below its maximum"
+                if allocated {
+                    "an entry inside the refcount block"
                 } else {
                     "a refcount above zero"
                 },
@@ -822,7 +822,7 @@ impl Qcow2Disk {
         self.rt_clusters = clusters;
         self.rt_moved = true;
         for i in 0..clusters {
-            self.rc_add(start + i * cs, true)?;
+            self.rc_update(start + i * cs, true)?;
         }
         for i in 0..old.1 {
             self.pending_free.push(old.0 + i * cs);
@@ -1022,7 +1022,7 @@ impl Qcow2Disk {
         if !self.pending_free.is_empty() {
             let freed = std::mem::take(&mut self.pending_free);
             for host in freed {
-                self.rc_add(host, false)?;
+                self.rc_update(host, false)?;
             }
             self.write_refblocks()?;
             self.sync()?;
