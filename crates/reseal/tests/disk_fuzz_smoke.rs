@@ -34,7 +34,7 @@ fn sh(cmd: &str, args: &[&std::ffi::OsStr], stdin: Option<&str>) {
 }
 
 /// A 12 MiB GPT disk with an 8 MiB NTFS partition at 1 MiB holding
-/// `Windows\System32\config\SYSTEM`, as raw, VHD and VHDX.
+/// `Windows\System32\config\SYSTEM`, as raw, VHD, VHDX and qcow2.
 fn images(dir: &Path) -> Vec<PathBuf> {
     let raw = dir.join("small.raw");
     std::fs::File::create(&raw)
