@@ -267,6 +267,10 @@ fn refcount_table_grows() {
     let img = dir.path().join("grow.qcow2");
     let size = 8 * MIB;
     create(&img, "compat=1.1,cluster_size=512,refcount_bits=64", size);
+    let table_before = (
+        be64_at(&img, 48),
+        std::fs::read(&img).unwrap()[56..60].to_vec(),
+    );
     let mut model = vec![0u8; size as usize];
     {
         let mut d = Qcow2Disk::open(&img, Access::ReadWrite).unwrap();
@@ -278,6 +282,18 @@ fn refcount_table_grows() {
         }
         d.flush().unwrap();
     }
+    let table_after = (
+        be64_at(&img, 48),
+        std::fs::read(&img).unwrap()[56..60].to_vec(),
+    );
+    assert_ne!(
+        table_before.0, table_after.0,
+        "the refcount table did not move"
+    );
+    assert!(
+        table_after.1 > table_before.1,
+        "the refcount table did not grow"
+    );
     check_clean(&img);
     compare_with(&img, &model);
 }
@@ -535,6 +551,7 @@ fn damaged_and_unsupported_images_are_refused() {
     case("dirty", 79, &[1], "qemu-img check -r all");
     case("corrupt", 79, &[2], "corrupt");
     case("unknown", 78, &[1], "incompatible");
+    case("datafile", 79, &[4], "external data file");
     case("crypt", 32, &1u32.to_be_bytes(), "crypt");
     case("l1big", 36, &u32::MAX.to_be_bytes(), "l1_size");
     case(
