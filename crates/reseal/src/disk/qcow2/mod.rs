@@ -56,8 +56,8 @@ const MAX_CHAIN: u32 = 16;
 const MAX_L1_BYTES: u64 = 32 << 20;
 /// Largest refcount table accepted (8 MiB, as qemu).
 const MAX_REFTABLE_BYTES: u64 = 8 << 20;
-/// Largest virtual size accepted (as qemu: 2^61 bytes... kept lower so
-/// every guest offset fits comfortably).
+/// Largest virtual size accepted (64 PiB, the most host offsets of L2
+/// entries can address).
 const MAX_VIRTUAL_SIZE: u64 = 1 << 56;
 /// Bytes of clean L2 tables kept in memory.
 const L2_CACHE_BYTES: u64 = 32 << 20;
