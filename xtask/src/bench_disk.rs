@@ -64,6 +64,8 @@
 //!
 //! * `RESEAL_BENCH_DISK_MB`: S, in MB (default 500, so 500 MB and 5 GB).
 //! * `RESEAL_BENCH_RUNS`: runs per measurement (default 5).
+//! * `RESEAL_BENCH_DISK_FORMAT`: `vhdx` (default) or `qcow2`: the images,
+//!   and what the script converts from and back to, are of that format.
 //! * `RESEAL_BENCH_SOFTWARE_MB`: size SOFTWARE is grown to, in MB (default
 //!   64; 0 leaves it as built).
 //! * `RESEAL_BENCH_KEEP=1`: keep the images in `target/bench/disk` (a later
@@ -96,6 +98,20 @@ const GENERALIZE: [&str; 4] = ["generalize", "--force", "--seed", "1"];
 /// Byte offset of the NTFS partition on the images (1 MiB).
 const OFFSET: u64 = 1 << 20;
 const MIB: u64 = 1 << 20;
+
+/// The container of the images: `RESEAL_BENCH_DISK_FORMAT`, `vhdx`
+/// (default) or `qcow2`, as qemu-img names it.
+fn format() -> &'static str {
+    match std::env::var("RESEAL_BENCH_DISK_FORMAT").as_deref() {
+        Ok("qcow2") => "qcow2",
+        _ => "vhdx",
+    }
+}
+
+/// The container's name in the report.
+fn label() -> &'static str {
+    if format() == "qcow2" { "qcow2" } else { "VHDX" }
+}
 
 /// Total size of the files under `dir`.
 pub(super) fn tree_bytes(dir: &Path) -> Result<u64> {
@@ -244,7 +260,7 @@ pub(super) fn build_disk(
     let _ = fs::remove_file(disk);
     quiet(
         Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "vhdx"])
+            .args(["convert", "-f", "raw", "-O", format()])
             .arg(&raw)
             .arg(disk),
     )?;
@@ -269,18 +285,18 @@ fn make_disks(reseal: &Path, dir: &Path) -> Result<(Vec<Disk>, Vec<HiveFile>)> {
         Disk {
             label: "small",
             other_mb: s,
-            path: dir.join("small.vhdx"),
+            path: dir.join(format!("small.{}", format())),
             part_bytes: 0,
         },
         Disk {
             label: "large",
             other_mb: 10 * s,
-            path: dir.join("large.vhdx"),
+            path: dir.join(format!("large.{}", format())),
             part_bytes: 0,
         },
     ];
     let stamp = dir.join("disks.stamp");
-    let want = inputs_stamp(s, "");
+    let want = inputs_stamp(s, if format() == "qcow2" { "; qcow2" } else { "" });
     let saved = dir.join("hives-original");
     let listing = dir.join("hives.json");
     if disks.iter().all(|d| d.path.is_file())
@@ -351,7 +367,7 @@ fn extract_hives(disk: &Disk, vhdx: &Path, hives: &[HiveFile], dest: &Path) -> R
     let part = dest.join("part.ntfs");
     quiet(
         Command::new("qemu-img")
-            .args(["convert", "-f", "vhdx", "-O", "raw"])
+            .args(["convert", "-f", format(), "-O", "raw"])
             .arg(vhdx)
             .arg(&raw),
     )?;
@@ -508,8 +524,9 @@ fn reg_diff(old: &str, new: &str) -> (String, usize) {
 /// `regs` (per hive, by flat name) are taken out, merged and put back.
 /// `$1` is the VHDX.
 fn script(disk: &Disk, tmp: &Path, hives: &[HiveFile], regs: &Path) -> String {
+    let f = format();
     let mut s = format!(
-        "set -e\nT='{}'\nqemu-img convert -f vhdx -O raw \"$1\" \"$T/disk.raw\"\n",
+        "set -e\nT='{}'\nqemu-img convert -f {f} -O raw \"$1\" \"$T/disk.raw\"\n",
         tmp.display()
     );
     // The partition's place, as `sfdisk -l` shows it.
@@ -542,8 +559,10 @@ fn script(disk: &Disk, tmp: &Path, hives: &[HiveFile], regs: &Path) -> String {
     s.push_str(&format!(
         "dd if=\"$T/part.ntfs\" of=\"$T/disk.raw\" bs=1M seek={skip} conv=notrunc status=none\n"
     ));
-    s.push_str("qemu-img convert -f raw -O vhdx \"$T/disk.raw\" \"$T/new.vhdx\"\n");
-    s.push_str("mv \"$T/new.vhdx\" \"$1\"\nrm -f \"$T\"/*\n");
+    s.push_str(&format!(
+        "qemu-img convert -f raw -O {f} \"$T/disk.raw\" \"$T/new.{f}\"\n"
+    ));
+    s.push_str(&format!("mv \"$T/new.{f}\" \"$1\"\nrm -f \"$T\"/*\n"));
     s
 }
 
@@ -628,7 +647,7 @@ pub(super) fn time_runs(
 fn check(vhdx: &Path) -> Result<()> {
     quiet(
         Command::new("qemu-img")
-            .args(["check", "-f", "vhdx"])
+            .args(["check", "-f", format()])
             .arg(vhdx),
     )
     .with_context(|| format!("qemu-img check {}", vhdx.display()))
@@ -691,6 +710,7 @@ fn clean_up(dir: &Path) {
         };
         if meta.is_file()
             && (name.ends_with(".vhdx")
+                || name.ends_with(".qcow2")
                 || name.ends_with(".raw")
                 || name.ends_with(".ntfs")
                 || name.ends_with(".wim")
@@ -742,7 +762,7 @@ pub fn bench_disk() -> Result<()> {
         for d in ["script-tmp", "check-reseal", "check-script"] {
             let _ = fs::remove_dir_all(dir.join(d));
         }
-        let _ = fs::remove_file(dir.join("work.vhdx"));
+        let _ = fs::remove_file(dir.join(format!("work.{}", format())));
     }
     result
 }
@@ -783,7 +803,7 @@ fn run_bench(reseal: &Path, dir: &Path) -> Result<()> {
         original.insert(h.flat(), export(&saved.join(h.flat()), &h.prefix)?);
     }
 
-    let work = dir.join("work.vhdx");
+    let work = dir.join(format!("work.{}", format()));
     let tmp = dir.join("script-tmp");
     let regs = dir.join("regs");
     let mut changed: Option<Vec<HiveFile>> = None;
@@ -792,9 +812,10 @@ fn run_bench(reseal: &Path, dir: &Path) -> Result<()> {
     for d in &disks {
         let vhdx_bytes = fs::metadata(&d.path)?.len();
         step(&format!(
-            "measuring the {} image ({} MB other data, VHDX {}): {} runs each",
+            "measuring the {} image ({} MB other data, {} {}): {} runs each",
             d.label,
             d.other_mb,
+            label(),
             megabytes(vhdx_bytes),
             runs()
         ));
@@ -902,20 +923,28 @@ fn run_bench(reseal: &Path, dir: &Path) -> Result<()> {
     let wall: fn(&Timing) -> Option<f64> = |t| Some(t.wall_ms);
     let cpu_of: fn(&Timing) -> Option<f64> = |t| t.cpu_ms;
     println!(
-        "\nruns per measurement: {} (RESEAL_BENCH_RUNS), each on a fresh copy of the VHDX; \
+        "\nruns per measurement: {} (RESEAL_BENCH_RUNS), each on a fresh copy of the {}; \
          reseal {}",
         runs(),
+        label(),
         GENERALIZE.join(" ")
     );
     println!(
         "\n{:<36} {:<30} {:>11} {:>9} {:>11} {:>11} {:>11}",
-        "image", "tool", "wall", "vs reseal", "CPU", "peak RSS", "VHDX after"
+        "image",
+        "tool",
+        "wall",
+        "vs reseal",
+        "CPU",
+        "peak RSS",
+        format!("{} after", label())
     );
     for (d, r) in disks.iter().zip(&results) {
         let label = format!(
-            "{} ({} MB other, VHDX {:.0} MB)",
+            "{} ({} MB other, {} {:.0} MB)",
             d.label,
             d.other_mb,
+            label(),
             r.vhdx_bytes as f64 / 1e6
         );
         println!(

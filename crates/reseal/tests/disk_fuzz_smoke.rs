@@ -1,5 +1,5 @@
-//! Mutated disk images never panic the read side: small raw, VHD (dynamic)
-//! and VHDX images of a GPT disk with an NTFS partition get bytes flipped
+//! Mutated disk images never panic the read side: small raw, VHD (dynamic),
+//! VHDX and qcow2 images of a GPT disk with an NTFS partition get bytes flipped
 //! in their headers, footers, tables and the NTFS metadata (deterministic
 //! pseudo-random mutations), and opening them, listing partitions, opening
 //! the volume, listing directories and reading files must return `Ok` or
@@ -34,7 +34,7 @@ fn sh(cmd: &str, args: &[&std::ffi::OsStr], stdin: Option<&str>) {
 }
 
 /// A 12 MiB GPT disk with an 8 MiB NTFS partition at 1 MiB holding
-/// `Windows\System32\config\SYSTEM`, as raw, VHD and VHDX.
+/// `Windows\System32\config\SYSTEM`, as raw, VHD, VHDX and qcow2.
 fn images(dir: &Path) -> Vec<PathBuf> {
     let raw = dir.join("small.raw");
     std::fs::File::create(&raw)
@@ -97,7 +97,8 @@ fn images(dir: &Path) -> Vec<PathBuf> {
     drop(f);
     let vhd = dir.join("small.vhd");
     let vhdx = dir.join("small.vhdx");
-    for (out, fmt) in [(&vhd, "vpc"), (&vhdx, "vhdx")] {
+    let qcow2 = dir.join("small.qcow2");
+    for (out, fmt) in [(&vhd, "vpc"), (&vhdx, "vhdx"), (&qcow2, "qcow2")] {
         sh(
             "qemu-img",
             &[
@@ -110,7 +111,7 @@ fn images(dir: &Path) -> Vec<PathBuf> {
             None,
         );
     }
-    vec![raw, vhd, vhdx]
+    vec![raw, vhd, vhdx, qcow2]
 }
 
 /// xorshift64*: deterministic mutations.

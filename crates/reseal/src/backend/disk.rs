@@ -195,10 +195,10 @@ impl std::fmt::Debug for DiskBackend {
 }
 
 /// Whether a host path names a disk image by its extension (`.vhd`,
-/// `.vhdx`, `.vmdk`, `.img`, `.raw`, any case).
+/// `.vhdx`, `.qcow2`, `.vmdk`, `.img`, `.raw`, any case).
 pub fn is_disk_image_path(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        ["vhd", "vhdx", "vmdk", "img", "raw"]
+        ["vhd", "vhdx", "qcow2", "vmdk", "img", "raw"]
             .iter()
             .any(|x| e.eq_ignore_ascii_case(x))
     })

@@ -1,7 +1,7 @@
 //! Disk images in pure Rust: a [`BlockDevice`] abstraction, the container
-//! formats raw ([`raw`]), VHD ([`vhd`]), VHDX ([`vhdx`]) and VMDK
-//! ([`vmdk`]), the partition tables MBR ([`mbr`]) and GPT ([`gpt`]), and a
-//! view of one partition ([`partition`]).
+//! formats raw ([`raw`]), VHD ([`vhd`]), VHDX ([`vhdx`]), qcow2
+//! ([`qcow2`]) and VMDK ([`vmdk`]), the partition tables MBR ([`mbr`]) and
+//! GPT ([`gpt`]), and a view of one partition ([`partition`]).
 //!
 //! Every length and offset read from a file is checked before use; corrupt
 //! or unsupported containers give [`ResealError::DiskFormat`] naming the

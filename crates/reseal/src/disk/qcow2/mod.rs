@@ -56,8 +56,8 @@ const MAX_CHAIN: u32 = 16;
 const MAX_L1_BYTES: u64 = 32 << 20;
 /// Largest refcount table accepted (8 MiB, as qemu).
 const MAX_REFTABLE_BYTES: u64 = 8 << 20;
-/// Largest virtual size accepted (as qemu: 2^61 bytes... kept lower so
-/// every guest offset fits comfortably).
+/// Largest virtual size accepted (64 PiB, the most host offsets of L2
+/// entries can address).
 const MAX_VIRTUAL_SIZE: u64 = 1 << 56;
 /// Bytes of clean L2 tables kept in memory.
 const L2_CACHE_BYTES: u64 = 32 << 20;
@@ -93,15 +93,18 @@ enum Mapping {
     Compressed { host: u64, len: u64 },
 }
 
+/// A decompressed cluster: the host offset and length of its compressed
+/// data, and its bytes.
+type Inflated = ((u64, u64), Vec<u8>);
+
 /// The qemu name of an image format (`backing_fmt`, `qemu-img -f`).
-#[allow(unreachable_patterns)]
 pub fn qemu_format_name(format: ImageFormat) -> &'static str {
     match format {
         ImageFormat::Raw => "raw",
         ImageFormat::Vhd => "vpc",
         ImageFormat::Vhdx => "vhdx",
         ImageFormat::Qcow2 => "qcow2",
-        _ => "unknown",
+        ImageFormat::Vmdk => "vmdk",
     }
 }
 
@@ -142,7 +145,7 @@ pub struct Qcow2Disk {
     /// First cluster past everything allocated (cluster aligned).
     next_free: u64,
     /// The last decompressed cluster: its L2 entry and its bytes.
-    inflated: RefCell<Option<((u64, u64), Vec<u8>)>>,
+    inflated: RefCell<Option<Inflated>>,
     backing: Option<Box<dyn BlockDevice>>,
     backing_path: Option<PathBuf>,
     backing_format: Option<ImageFormat>,
@@ -718,7 +721,7 @@ impl Qcow2Disk {
             })?;
         self.next_free = end;
         for i in 0..n {
-            self.rc_add(start + i * cs, true)?;
+            self.rc_update(start + i * cs, true)?;
         }
         Ok(start)
     }
@@ -745,13 +748,15 @@ impl Qcow2Disk {
             }
             self.rt_dirty.insert(ti);
             self.rb_dirty.insert(block);
-            self.rc_add(block, true)?;
+            self.rc_update(block, true)?;
         }
         Ok((block, c % epb))
     }
 
-    /// Adds or removes one reference to a host cluster, in memory.
-    fn rc_add(&mut self, host: u64, inc: bool) -> Result<()> {
+    /// In memory: gives a newly allocated host cluster (past everything
+    /// referenced) the refcount 1, whatever a damaged block said, or
+    /// (`allocated` false) removes one reference to a host cluster.
+    fn rc_update(&mut self, host: u64, allocated: bool) -> Result<()> {
         let (block, idx) = self.refblock_for(host)?;
         if !self.rb_cache.contains_key(&block) {
             let mut raw = vec![0u8; self.cluster_size() as usize];
@@ -761,10 +766,8 @@ impl Qcow2Disk {
         let order = self.refcount_order;
         let b = self.rb_cache.get_mut(&block);
         let old = b.as_ref().and_then(|b| refcount::get(b, idx, order));
-        let new = match (old, inc) {
-            (Some(v), true) => v
-                .checked_add(1)
-                .filter(|&v| v <= refcount::max_value(order)),
+        let new = match (old, allocated) {
+            (Some(_), true) => Some(1),
             (Some(v), false) => v.checked_sub(1),
             (None, _) => None,
         };
@@ -776,8 +779,8 @@ impl Qcow2Disk {
             return Err(self.file.format_err(
                 block,
                 format!("qcow2 refcount of host cluster at {host}"),
-                if inc {
-                    "a refcount below its maximum"
+                if allocated {
+                    "an entry inside the refcount block"
                 } else {
                     "a refcount above zero"
                 },
@@ -818,7 +821,7 @@ impl Qcow2Disk {
         self.rt_clusters = clusters;
         self.rt_moved = true;
         for i in 0..clusters {
-            self.rc_add(start + i * cs, true)?;
+            self.rc_update(start + i * cs, true)?;
         }
         for i in 0..old.1 {
             self.pending_free.push(old.0 + i * cs);
@@ -830,7 +833,14 @@ impl Qcow2Disk {
     /// the pending changes; returns its offset and the entry index.
     fn l2_for_write(&mut self, gc: u64) -> Result<(u64, usize)> {
         let l1i = (gc / self.l2_entries()) as usize;
-        let e = self.l1.get(l1i).copied().unwrap_or(0);
+        let Some(&e) = self.l1.get(l1i) else {
+            return Err(self.file.format_err(
+                self.l1_offset,
+                "qcow2 L1 table",
+                format!("an entry for guest cluster {gc}"),
+                format!("{} entries", self.l1.len()),
+            ));
+        };
         let idx = (gc % self.l2_entries()) as usize;
         let table = e & OFFSET_MASK;
         if table == 0 {
@@ -1011,7 +1021,7 @@ impl Qcow2Disk {
         if !self.pending_free.is_empty() {
             let freed = std::mem::take(&mut self.pending_free);
             for host in freed {
-                self.rc_add(host, false)?;
+                self.rc_update(host, false)?;
             }
             self.write_refblocks()?;
             self.sync()?;
