@@ -283,6 +283,15 @@ fn declarative_actions_are_carried_out_and_the_rest_is_reported() {
         .map(|e| format!("{:?}", e.edit))
         .collect();
     assert!(!edits.is_empty());
+    // The Autopilot keys are deleted once, by `autopilot` (which covers
+    // images without action files); provider-actions does not repeat it.
+    let autopilot: Vec<&str> = report.installs[0]
+        .edits
+        .iter()
+        .filter(|e| format!("{:?}", e.edit).contains("AutopilotPolicy"))
+        .map(|e| e.operation)
+        .collect();
+    assert_eq!(autopilot, ["autopilot"]);
 
     // Files: the directory trees and the pattern's files are gone.
     assert!(!root.join("Windows/ServiceState/wmansvc").exists());
@@ -401,6 +410,14 @@ fn disabling_an_emulating_operation_lists_its_provider() {
             .any(|m| m.contains("Sysprep_Generalize_Pnp") && m.contains("disabled")),
         "{nd:#?}"
     );
+
+    // With `autopilot` disabled, the action file's own entry deletes its keys.
+    options.selection.disable = vec!["autopilot".into()];
+    let report = generalize(&mut b, &options).unwrap();
+    let by_provider_actions = report.installs[0].edits.iter().any(|e| {
+        e.operation == "provider-actions" && format!("{:?}", e.edit).contains("AutopilotPolicy")
+    });
+    assert!(by_provider_actions, "{:#?}", report.installs[0].edits);
 }
 
 /// A serialized certificate element as the registry store keeps it in

@@ -737,8 +737,17 @@ impl Operation for ProviderActions {
         for entry in declared_entries(ctx, &mut plan) {
             Self::entry(ctx, &mut plan, &entry);
         }
-        // Two entries may name one path: keep the first edit.
+        // Two entries may name one path: keep the first edit. Edits the
+        // `autopilot` operation makes in this run (the same declarative
+        // actions, kept there for images without action files) are left to
+        // it, so that the report names each edit once.
         let mut seen = BTreeSet::new();
+        if runs(ctx, "autopilot") {
+            let plans = super::autopilot::Autopilot.plan(ctx)?;
+            for e in plans.edits {
+                seen.insert(format!("{:?}", e.edit).to_ascii_lowercase());
+            }
+        }
         plan.edits
             .retain(|e| seen.insert(format!("{:?}", e.edit).to_ascii_lowercase()));
         Ok(plan)
