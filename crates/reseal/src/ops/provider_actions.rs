@@ -652,12 +652,23 @@ impl ProviderActions {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(()) => {
+                    let what: Vec<String> = entry
+                        .validate
+                        .iter()
+                        .chain(&entry.modules)
+                        .map(|ep| format!("module {}, method {}", ep.module, ep.method))
+                        .chain(
+                            (!entry.actions.is_empty())
+                                .then(|| format!("{} declarative action(s)", entry.actions.len())),
+                        )
+                        .collect();
                     plan.not_done(
                         NAME,
                         format!(
-                            "sysprep {} entry not carried out: it is excluded under conditions reseal does not know (exclude={ex:?}; {})",
+                            "sysprep {} entry not run: it is excluded under conditions reseal does not know (exclude={ex:?}; {}): {}",
                             phase_word(entry.phase),
-                            where_declared(entry)
+                            where_declared(entry),
+                            if what.is_empty() { "nothing declared".to_string() } else { what.join("; ") }
                         ),
                     );
                     return;
