@@ -246,27 +246,55 @@ pub fn preflight(
         ));
     }
 
-    // Per-user Appx packages.
+    // Per-user Appx packages: every one named, with the commands that fix
+    // the reference machine.
     if !desc.per_user_appx.is_empty() {
+        let store = crate::describe::APPX_STORE;
+        let provisioned: Vec<String> = install
+            .hive(&HiveId::Software)
+            .map(|h| crate::describe::subkey_names(h, &format!(r"{store}\Applications")))
+            .unwrap_or_default();
         let list: Vec<String> = desc
             .per_user_appx
             .iter()
-            .take(20)
-            .map(|a| format!("{} ({})", a.package, a.sid))
+            .map(|a| format!("{} (user {})", a.package, a.sid))
             .collect();
-        let more = desc.per_user_appx.len().saturating_sub(list.len());
-        out.push(finding(
-            "appx-per-user",
-            RefuseUnlessForced,
-            format!(
-                "{} Appx package(s) are installed for a user but not provisioned for all users (SOFTWARE {}\\<SID>): {}{}",
+        let mut commands: Vec<String> = desc
+            .per_user_appx
+            .iter()
+            .map(|a| {
+                format!(
+                    "Remove-AppxPackage -Package '{}' -User '{}'",
+                    a.package, a.sid
+                )
+            })
+            .collect();
+        // A provisioned copy of the same family at another version (an app
+        // updated for one user): remove it too if the app is not wanted.
+        for a in &desc.per_user_appx {
+            let family = appx_family(&a.package);
+            for p in &provisioned {
+                if appx_family(p) == family && !p.eq_ignore_ascii_case(&a.package) {
+                    let c = format!("Remove-AppxProvisionedPackage -Online -PackageName '{p}'");
+                    if !commands.contains(&c) {
+                        commands.push(c);
+                    }
+                }
+            }
+        }
+        out.push(Finding {
+            id: "appx-per-user",
+            severity: RefuseUnlessForced,
+            message: format!(
+                "{} Appx package(s) are installed for a user but not provisioned for all users (SOFTWARE {store}\\<SID>): {}",
                 desc.per_user_appx.len(),
-                crate::describe::APPX_STORE,
-                list.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
+                list.join(", ")
             ),
-            "remove them for that user (Remove-AppxPackage -Package <name>) or provision them (Add-AppxProvisionedPackage), then capture again; sysprep would fail with 0x80073CF2",
-        ));
+            fix: format!(
+                "on the reference machine, in an elevated PowerShell, run: {}; (on Windows 10 1809 and later `Remove-AppxPackage -Package <name> -AllUsers` removes a package for every user at once); or, to keep an app for every new user, provision it (Add-AppxProvisionedPackage -Online); then capture again. sysprep would fail with 0x80073CF2",
+                commands.join("; ")
+            ),
+        });
     }
 
     // Pending reboot or servicing.
@@ -416,4 +444,13 @@ pub fn preflight(
         ));
     }
     out
+}
+
+/// An Appx package's family key (`Name` and publisher id of
+/// `Name_Version_Arch_ResourceId_PublisherId`), lower case.
+fn appx_family(full_name: &str) -> String {
+    let lower = full_name.to_ascii_lowercase();
+    let name = lower.split('_').next().unwrap_or_default();
+    let publisher = lower.rsplit('_').next().unwrap_or_default();
+    format!("{name}_{publisher}")
 }

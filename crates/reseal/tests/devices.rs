@@ -574,7 +574,7 @@ fn synthetic_root() {
     ] {
         assert!(after.open_key(kept).unwrap().is_some(), "{kept} is gone");
     }
-    // The fixed disk's drive letter stays.
+    // `devices` alone leaves the fixed disk's letter (`identities` resets it).
     let md = after.open_key("MountedDevices").unwrap().unwrap();
     assert!(after.value(md, "\\DosDevices\\C:").unwrap().is_some());
 }

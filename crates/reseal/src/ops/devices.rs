@@ -44,10 +44,13 @@
 //! device-interface form (`\??\<ENUM>#<device>#<instance>#{guid}` or
 //! `_??_...`) of a device in a removed enumerator: drive letters and volume
 //! names of removable media, CD/DVD drives and floppies of the reference
-//! machine (low: XP-era reset of drive letters, [D21]). Fixed-disk volumes
-//! (data = disk signature + offset, or `DMIO:ID:` + GPT partition GUID) are
-//! kept: they are not device instances, and keeping them keeps the system
-//! volume's letter when the same disk is deployed.
+//! machine (low: XP-era reset of drive letters, [D21]). Entries of fixed-disk
+//! volumes (data = disk signature + offset, or `DMIO:ID:` + GPT partition
+//! GUID) name no device instance, so this operation leaves them; the
+//! `identities` operation resets every drive letter, C: included (see
+//! there for why), so with the default operations no letter of the
+//! reference machine survives. Only when `devices` runs without
+//! `identities` do fixed-disk letters stay.
 //!
 //! The setupapi device logs are deleted by `leftovers`. Not handled (kept):
 //! `Control\Video` and `Control\GraphicsDrivers` display configurations,

@@ -28,14 +28,25 @@
 //!   (§5.5, low; spnet generalize is the candidate). Windows recreates them
 //!   when it meets a network.
 //! * Computer name: see [`PLACEHOLDER_NAME`].
-//! * SYSTEM `MountedDevices` `\DosDevices\*` and `\??\Volume{…}`: drive
-//!   letters and volume names tied to the reference machine's disk
-//!   signatures / partition GUIDs (§5.6, low: XP-era KB [D21] says
-//!   sysprep reset them; unknown for Vista+). Consequence: the mount
-//!   manager assigns letters again at the next boot, as on a freshly
-//!   applied install.wim (whose `MountedDevices` is empty); the boot
-//!   volume gets its letter from the boot, but data volumes may get
-//!   different letters than on the reference machine.
+//! * SYSTEM `MountedDevices` `\DosDevices\*` (every drive letter, C:
+//!   included) and `\??\Volume{…}`: drive letters and volume names tied to
+//!   the reference machine's disk signatures / partition GUIDs. Decision:
+//!   all of them go. Evidence: Microsoft's deployment support guidance
+//!   deletes `MountedDevices` in applied images so that Windows lands on C:
+//!   (sysprep-fidelity "Other points", medium); the `install.wim` Microsoft
+//!   ships has an empty `MountedDevices`, which is the state Setup itself
+//!   deploys from; the XP-era KB [D21] says sysprep reset drive letters
+//!   (§5.6, low; Vista+ unknown). Keeping C: would bind it to the reference
+//!   disk's signature or partition GUID, which a clone deployed to another
+//!   disk (or re-partitioned by the deployment tool) does not have; a stale
+//!   entry can then hand C: to the wrong volume. Consequence: the mount
+//!   manager assigns letters again at the next boot; the Windows volume gets
+//!   C: (the first free letter) and data volumes the next ones, which may
+//!   differ from the reference machine's. When the reference machine ran
+//!   Windows from another letter (SOFTWARE `SystemRoot` not on C:), that is
+//!   reported, since paths recorded with that letter will not match.
+//!   (`devices` on its own only removes removable-media entries, whose
+//!   devices it uninstalls; it leaves fixed-disk entries to this one.)
 //! * SYSTEM `RNG` `Seed`: the saved RNG seed (§5.1, low — only a name seen
 //!   near setupcl handling). Deleted so clones do not start from one saved
 //!   seed; Windows writes a new seed while running, and mixes in other
@@ -276,6 +287,30 @@ impl Operation for Identities {
                     },
                     "drive letter / volume name tied to the reference machine's disks",
                 ));
+            }
+        }
+
+        let resets_letters = plan.edits.iter().any(|e| {
+            matches!(&e.edit, crate::edit::Edit::Registry {
+                change: RegEdit::DeleteValue { key, name },
+                ..
+            } if key == "MountedDevices" && name.to_ascii_lowercase().starts_with(r"\dosdevices\"))
+        });
+        if resets_letters {
+            if let Some(v) = ctx.value(&sw, r"Microsoft\Windows NT\CurrentVersion", "SystemRoot") {
+                let root = crate::context::reg_string(&v.data);
+                let letter = root.chars().next().filter(|c| c.is_ascii_alphabetic());
+                if root.get(1..2) == Some(":")
+                    && letter.is_some_and(|c| !c.eq_ignore_ascii_case(&'C'))
+                {
+                    plan.not_done(
+                        NAME,
+                        format!(
+                            "the reference machine ran Windows from {root}; drive letters are reset, so a clone's Windows volume gets C: (the first free letter) and paths recorded with {}: will not match",
+                            letter.unwrap_or('?')
+                        ),
+                    );
+                }
             }
         }
 

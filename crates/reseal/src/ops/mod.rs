@@ -18,6 +18,7 @@ use crate::edit::{PlannedEdit, RegEdit};
 use crate::error::Result;
 use crate::hives::HiveId;
 
+pub mod action_files;
 pub mod activation;
 pub mod administrator;
 pub mod answer_file;
@@ -26,8 +27,11 @@ pub mod boot_drivers;
 pub mod devices;
 pub mod identities;
 pub mod leftovers;
+pub mod machine_secrets;
 pub mod machine_sid;
 pub mod markers;
+pub mod md5;
+pub mod provider_actions;
 
 /// What an operation could not do that sysprep would have done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,6 +77,10 @@ pub fn all() -> Vec<Box<dyn Operation>> {
         Box::new(devices::Devices),
         Box::new(boot_drivers::BootDrivers),
         Box::new(leftovers::Leftovers),
+        Box::new(machine_secrets::MachineSecrets),
+        // The image's own declarative sysprep actions; reports the
+        // providers nothing here emulates.
+        Box::new(provider_actions::ProviderActions),
         Box::new(answer_file::AnswerFile),
         // After every other edit of the hives, so that edits planned on
         // SID-named keys land before the keys are renamed.
