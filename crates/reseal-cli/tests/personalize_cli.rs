@@ -80,10 +80,12 @@ fn personalize_refuses_then_personalizes_a_generalized_root() {
     let (_, out, _) = reseal(&["inspect", p(&root), "--json"]);
     let inspect: Json = serde_json::from_str(&out).unwrap();
     assert_eq!(inspect[0]["description"]["generalized"], true);
+    assert_eq!(inspect[0]["description"]["reseal"]["generalized"], true);
     assert_eq!(
-        inspect[0]["description"]["reseal"]["generalized_sid"].as_str(),
+        inspect[0]["description"]["machine_sid"].as_str(),
         Some(generalized_sid.as_str())
     );
+    assert_eq!(inspect[0]["description"]["reseal"]["personalizations"], 0);
 
     // personalize: exit 0, a JSON report, the name and a new SID in the
     // hives, read by hivex.

@@ -123,10 +123,10 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
                 .map(|s| s.new.clone())
                 .or_else(|| entry.description.machine_sid.clone());
             if arms && !entry.edits.is_empty() {
+                entry
+                    .edits
+                    .extend(crate::marker::generalize_edits(&ctx, "markers"));
                 if let Some(sid) = &left_sid {
-                    entry
-                        .edits
-                        .extend(crate::marker::generalize_edits(&ctx, "markers", sid));
                     report
                         .notices
                         .push(crate::report::shared_sid_notice(&report.input, sid));

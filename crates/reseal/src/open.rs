@@ -119,9 +119,8 @@ impl Image {
                 format!("a partition applies to disk images only (this is {kind})"),
             ));
         }
-        let wim_only = options.output.is_some()
-            || options.rebuild
-            || options.wim_images != WimImages::Default;
+        let wim_only =
+            options.output.is_some() || options.rebuild || options.wim_images != WimImages::Default;
         if wim_only && kind != ImageKind::Wim {
             return Err(invalid(
                 &path,

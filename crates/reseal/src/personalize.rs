@@ -309,7 +309,6 @@ pub fn personalize_backend(
         plan.edits.extend(crate::marker::personalize_edits(
             &ctx,
             OPERATION,
-            &new.to_string(),
             opts.name.as_deref(),
         ));
         if !opts.dry_run {
