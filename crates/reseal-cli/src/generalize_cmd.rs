@@ -59,7 +59,9 @@ pub fn image_kind(path: &Path, forced: Option<ImageKind>) -> Result<ImageKind> {
     reseal::image::resolve(path, forced).map_err(|e| match e {
         ResealError::Io { action, source, .. } => ResealError::InvalidInput {
             what: path.display().to_string(),
-            message: format!("cannot {action} ({source})"),
+            message: format!(
+                "cannot {action} ({source}); expected a directory holding a Windows root, a WIM/ESD file or a disk image (raw, VHD, VHDX, qcow2, VMDK)"
+            ),
         }
         .into(),
         other => other.into(),
