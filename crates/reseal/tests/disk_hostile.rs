@@ -249,7 +249,7 @@ fn mutate(rng: &mut Rng, b: &mut [u8], at: usize, len: usize) {
                     4096,
                     MIB,
                     MIB + 6,
-                    3 * MIB | 6,
+                    (3 * MIB) | 6,
                     b.len() as u64,
                     rng.next(),
                 ];
