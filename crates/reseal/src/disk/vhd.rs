@@ -22,6 +22,16 @@
 //! A BAT entry therefore never names a block whose bitmap and data are not
 //! durable; a crash before the BAT write leaves unreferenced space before
 //! the footer.
+//!
+//! On open, a BAT entry may not name a block overlapping the footer copy,
+//! the dynamic header, the BAT, a parent locator or another block. The
+//! parent of a differencing disk (W2ru relative locator first, then W2ku,
+//! then the names beside the child) must be a regular file holding a VHD
+//! whose footer unique ID is the one the child records. [`create_child`]
+//! makes a new differencing child of a VHD.
+//!
+//! No published crate writes VHD (dynamic and differencing) with crash-safe
+//! ordering, so the format is implemented here from the specification.
 
 use super::{Access, BlockDevice, ImageFile, be32, be64, check_range, utf16be, utf16le};
 use crate::{ResealError, Result};

@@ -29,6 +29,18 @@
 //!    to their place in the BAT and flushed; a last header update (made on
 //!    both copies) sets the LogGuid back to zero, marking the log empty.
 //!
+//! Before anything is read or written, the structures are checked: every
+//! field is read through bounds-checked readers; a BAT entry may not name
+//! a block overlapping the header section, the log, the BAT, the metadata
+//! region or another block; log entries may not write into the header
+//! section or the log. The parent of a differencing disk (relative locator
+//! first, then the absolute path) must be a regular file holding a VHDX
+//! whose DataWriteGuid is the child's `parent_linkage`. [`create_child`]
+//! makes a new differencing child of a VHDX.
+//!
+//! No published crate reads and writes VHDX with log replay and crash-safe
+//! BAT updates, so the format is implemented here from MS-VHDX.
+//!
 //! A crash at any point therefore leaves either the previous BAT (the new
 //! blocks are unreferenced space at the end of the file), or a log that the
 //! next open replays (here or in any other implementation), or the new BAT.
@@ -377,13 +389,20 @@ impl VhdxDisk {
                 return None;
             }
             let file_offset = d.le64(16).ok()?;
-            if file_offset % PAGE != 0 {
+            // Log entries update the BAT and the metadata: never the header
+            // section or the log itself.
+            let (lo, ll) = (self.header.log_offset, self.header.log_length);
+            if file_offset % PAGE != 0
+                || file_offset < MIB
+                || (file_offset < lo.saturating_add(ll) && lo < file_offset.saturating_add(PAGE))
+            {
                 return None;
             }
             match &d.array::<4>(0).ok()? {
                 b"zero" => {
                     let zlen = d.le64(8).ok()?;
-                    if zlen % PAGE != 0 {
+                    let zend = file_offset.checked_add(zlen)?;
+                    if zlen % PAGE != 0 || (file_offset < lo.saturating_add(ll) && lo < zend) {
                         return None;
                     }
                     ops.push(LogOp::Zero(file_offset, zlen));
