@@ -8,10 +8,12 @@
 //! - for VHD, libvhdi reads the child (with its parent) equal to our model,
 //!   and qemu-img (which opens a differencing VHD without its parent) shows
 //!   the same virtual size and, in the blocks the child holds, our data;
-//! - for VHDX, libvhdi 20210425 cannot be used to compare data: for blocks
-//!   of a differencing VHDX whose chunk has no sector bitmap block it reads
-//!   the bitmap (and data) from file offset 0, which Hyper-V's own
-//!   differencing files have as well; qemu has no differencing VHDX.
+//! - for VHDX, dissect.hypervisor (in the project's Python environment)
+//!   reads the child, finding its parent through the locator, equal to our
+//!   model. libvhdi 20210425 cannot be used to compare data: for blocks of
+//!   a differencing VHDX whose chunk has no sector bitmap block it reads the
+//!   bitmap (and data) from file offset 0, which Hyper-V's own differencing
+//!   files have as well; qemu has no differencing VHDX.
 //!
 //! Also the checks made on the parent a differencing disk names.
 
@@ -131,6 +133,40 @@ const WRITES: [(u64, usize); 4] = [
     (24 * MIB - 4096, 4096),
 ];
 
+/// The project's Python environment, if it has dissect.hypervisor.
+fn dissect_python() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/venv/bin/python");
+    let ok = p.is_file()
+        && Command::new(&p)
+            .args(["-c", "import dissect.hypervisor"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    ok.then_some(p)
+}
+
+/// dissect.hypervisor's reading of the VHDX `child` (its parent found
+/// through the child's parent locator).
+fn dissect_vhdx_raw(py: &Path, child: &Path) -> Vec<u8> {
+    let out = child.with_extension("dissect.raw");
+    let script = r#"
+import sys
+from dissect.hypervisor.disk.vhdx import VHDX
+d = VHDX(sys.argv[1])
+assert d.parent is not None, "no parent"
+with open(sys.argv[2], "wb") as f:
+    at = 0
+    while at < d.size:
+        n = min(d.size - at, 1 << 20)
+        d.seek(at)
+        f.write(d.read(n))
+        at += n
+"#;
+    run(Command::new(py).args(["-c", script]).arg(child).arg(&out));
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    bytes
+}
+
 fn have_pyvhdi() -> bool {
     Command::new("/usr/bin/python3")
         .args(["-c", "import pyvhdi"])
@@ -201,6 +237,14 @@ fn child_roundtrip(fmt: &str, opts: &str, ext: &str, nested: bool) {
         );
     } else {
         libvhdi_accepts_parent(&child, &parent);
+        let py = dissect_python();
+        if reseal_testkit::require(py.is_some(), "dissect.hypervisor in target/venv") {
+            let py = py.unwrap();
+            assert!(
+                dissect_vhdx_raw(&py, &child) == parent_bytes,
+                "dissect: fresh child differs"
+            );
+        }
     }
     let (pinfo, cinfo) = (vhdiinfo(&parent), vhdiinfo(&child));
     let field = |info: &str, name: &str| -> String {
@@ -277,6 +321,12 @@ fn child_roundtrip(fmt: &str, opts: &str, ext: &str, nested: bool) {
         }
     } else {
         libvhdi_accepts_parent(&child, &parent);
+        if let Some(py) = dissect_python() {
+            assert!(
+                dissect_vhdx_raw(&py, &child) == model,
+                "dissect's reading of the child differs"
+            );
+        }
     }
     // Only the changed blocks are stored.
     let (block, overhead) = if vhd {
