@@ -194,6 +194,14 @@ impl VhdDisk {
             return Ok(disk);
         }
         let dyn_at = be64(&footer, 16);
+        if dyn_at < SECTOR || dyn_at.checked_add(1024).is_none_or(|e| e > foot_at) {
+            return Err(disk.file.format_err(
+                foot_at + 16,
+                "VHD dynamic header offset",
+                format!("a header between the footer copy and the footer at {foot_at}"),
+                dyn_at.to_string(),
+            ));
+        }
         let mut hdr = [0u8; 1024];
         disk.file
             .read(dyn_at, &mut hdr, "VHD dynamic disk header")?;
@@ -233,6 +241,22 @@ impl VhdDisk {
                 "VHD max table entries",
                 format!("{needed}..={MAX_BAT_ENTRIES} for a {size}-byte disk"),
                 entries.to_string(),
+            ));
+        }
+        // The BAT is written in place: it must be apart from the footer
+        // copy, the dynamic header and the footer.
+        let bat_end = bat_offset.saturating_add(entries * 4);
+        let overlaps = |a: u64, b: u64| bat_offset < b && a < bat_end;
+        if overlaps(0, SECTOR) || overlaps(dyn_at, dyn_at.saturating_add(1024)) || bat_end > foot_at
+        {
+            return Err(disk.file.format_err(
+                dyn_at + 16,
+                "VHD block allocation table",
+                format!(
+                    "a table apart from the footer copy, the dynamic header at {dyn_at} \
+                     and the footer at {foot_at}"
+                ),
+                format!("{} bytes at {bat_offset}", entries * 4),
             ));
         }
         let mut raw = vec![0u8; (entries * 4) as usize];
