@@ -563,3 +563,76 @@ fn relative_locator_wins_after_move() {
         assert!(buf.iter().all(|&x| x == 0x11));
     }
 }
+
+/// A child of a child: each level written through, every level reads as
+/// its own model and the levels below stay unchanged.
+#[test]
+fn grandchildren() {
+    if !(reseal_testkit::require_tool("qemu-img") && reseal_testkit::require_tool("qemu-io")) {
+        return;
+    }
+    for ext in ["vhd", "vhdx"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (parent, child) = family(dir.path(), ext);
+        let grandchild = dir.path().join(format!("grandchild.{ext}"));
+        let mut model = read_all(&*open_image(&parent, Access::ReadOnly).unwrap());
+        {
+            let mut d = open_image(&child, Access::ReadWrite).unwrap();
+            let data = pattern(7, 70_000);
+            d.write_at(MIB + 3, &data).unwrap();
+            d.flush().unwrap();
+            model[MIB as usize + 3..MIB as usize + 3 + data.len()].copy_from_slice(&data);
+        }
+        let child_model = model.clone();
+        create(ext, &child, &grandchild).unwrap();
+        let (ph, ch) = (sha(&parent), sha(&child));
+        {
+            let mut d = open_image(&grandchild, Access::ReadWrite).unwrap();
+            assert!(read_all(&*d) == model, "{ext}: fresh grandchild");
+            let data = pattern(8, 5000);
+            d.write_at(MIB + 60_000, &data).unwrap();
+            d.flush().unwrap();
+            let at = MIB as usize + 60_000;
+            model[at..at + data.len()].copy_from_slice(&data);
+        }
+        assert!(
+            ph == sha(&parent) && ch == sha(&child),
+            "{ext}: a lower level changed"
+        );
+        let g = open_image(&grandchild, Access::ReadOnly).unwrap();
+        assert!(read_all(&*g) == model, "{ext}: grandchild");
+        let c = open_image(&child, Access::ReadOnly).unwrap();
+        assert!(read_all(&*c) == child_model, "{ext}: child");
+        if ext == "vhd" && have_pyvhdi() {
+            // libvhdi with the chain given explicitly.
+            let script = r#"
+import sys, pyvhdi
+p = pyvhdi.file(); p.open(sys.argv[1])
+c = pyvhdi.file(); c.open(sys.argv[2]); c.set_parent(p)
+g = pyvhdi.file(); g.open(sys.argv[3]); g.set_parent(c)
+sys.stdout.buffer.write(g.read_buffer_at_offset(g.get_media_size(), 0))
+"#;
+            let out = Command::new("/usr/bin/python3")
+                .args(["-c", script])
+                .arg(&parent)
+                .arg(&child)
+                .arg(&grandchild)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.stdout == model, "libvhdi: grandchild");
+        }
+        if ext == "vhdx" {
+            if let Some(py) = dissect_python() {
+                assert!(
+                    dissect_vhdx_raw(&py, &grandchild) == model,
+                    "dissect: grandchild"
+                );
+            }
+        }
+    }
+}
