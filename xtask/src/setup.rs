@@ -28,6 +28,7 @@ pub const PY_PACKAGES: &[&str] = &[
     "dissect.regf==3.14",
     "dissect.cstruct==4.7",
     "dissect.util==3.24",
+    "dissect.hypervisor==3.21",
 ];
 
 /// Which command comes from which Debian packages.

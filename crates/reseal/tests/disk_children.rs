@@ -8,12 +8,14 @@
 //! - for VHD, libvhdi reads the child (with its parent) equal to our model,
 //!   and qemu-img (which opens a differencing VHD without its parent) shows
 //!   the same virtual size and, in the blocks the child holds, our data;
-//! - for VHDX, libvhdi 20210425 reads the data of a differencing VHDX only
-//!   where the chunk's sector bitmap says so (without a sector bitmap
-//!   block it reads the bitmap from file offset 0), so the writer keeps
-//!   the bitmap of every block it makes fully present set, as Hyper-V
-//!   does (checked by `tests/personalize.rs` through `vhdimount`); qemu has
-//!   no differencing VHDX.
+//! - for VHDX, dissect.hypervisor (in the project's Python environment)
+//!   reads the child, finding its parent through the locator, equal to our
+//!   model. libvhdi 20210425 reads the data of a differencing VHDX only
+//!   where the chunk's sector bitmap says so (without a sector bitmap block
+//!   it reads the bitmap from file offset 0), so the writer keeps the
+//!   bitmap of every block it makes fully present set, as Hyper-V does
+//!   (checked by `tests/personalize.rs` through `vhdimount`); qemu has no
+//!   differencing VHDX.
 //!
 //! Also the checks made on the parent a differencing disk names.
 
@@ -133,6 +135,40 @@ const WRITES: [(u64, usize); 4] = [
     (24 * MIB - 4096, 4096),
 ];
 
+/// The project's Python environment, if it has dissect.hypervisor.
+fn dissect_python() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/venv/bin/python");
+    let ok = p.is_file()
+        && Command::new(&p)
+            .args(["-c", "import dissect.hypervisor"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    ok.then_some(p)
+}
+
+/// dissect.hypervisor's reading of the VHDX `child` (its parent found
+/// through the child's parent locator).
+fn dissect_vhdx_raw(py: &Path, child: &Path) -> Vec<u8> {
+    let out = child.with_extension("dissect.raw");
+    let script = r#"
+import sys
+from dissect.hypervisor.disk.vhdx import VHDX
+d = VHDX(sys.argv[1])
+assert d.parent is not None, "no parent"
+with open(sys.argv[2], "wb") as f:
+    at = 0
+    while at < d.size:
+        n = min(d.size - at, 1 << 20)
+        d.seek(at)
+        f.write(d.read(n))
+        at += n
+"#;
+    run(Command::new(py).args(["-c", script]).arg(child).arg(&out));
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    bytes
+}
+
 fn have_pyvhdi() -> bool {
     Command::new("/usr/bin/python3")
         .args(["-c", "import pyvhdi"])
@@ -203,6 +239,14 @@ fn child_roundtrip(fmt: &str, opts: &str, ext: &str, nested: bool) {
         );
     } else {
         libvhdi_accepts_parent(&child, &parent);
+        let py = dissect_python();
+        if reseal_testkit::require(py.is_some(), "dissect.hypervisor in target/venv") {
+            let py = py.unwrap();
+            assert!(
+                dissect_vhdx_raw(&py, &child) == parent_bytes,
+                "dissect: fresh child differs"
+            );
+        }
     }
     let (pinfo, cinfo) = (vhdiinfo(&parent), vhdiinfo(&child));
     let field = |info: &str, name: &str| -> String {
@@ -279,6 +323,12 @@ fn child_roundtrip(fmt: &str, opts: &str, ext: &str, nested: bool) {
         }
     } else {
         libvhdi_accepts_parent(&child, &parent);
+        if let Some(py) = dissect_python() {
+            assert!(
+                dissect_vhdx_raw(&py, &child) == model,
+                "dissect's reading of the child differs"
+            );
+        }
     }
     // Only the changed blocks are stored.
     let (block, overhead) = if vhd {
@@ -515,5 +565,78 @@ fn relative_locator_wins_after_move() {
         let mut buf = [0u8; 4096];
         d.read_at(0, &mut buf).unwrap();
         assert!(buf.iter().all(|&x| x == 0x11));
+    }
+}
+
+/// A child of a child: each level written through, every level reads as
+/// its own model and the levels below stay unchanged.
+#[test]
+fn grandchildren() {
+    if !(reseal_testkit::require_tool("qemu-img") && reseal_testkit::require_tool("qemu-io")) {
+        return;
+    }
+    for ext in ["vhd", "vhdx"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (parent, child) = family(dir.path(), ext);
+        let grandchild = dir.path().join(format!("grandchild.{ext}"));
+        let mut model = read_all(&*open_image(&parent, Access::ReadOnly).unwrap());
+        {
+            let mut d = open_image(&child, Access::ReadWrite).unwrap();
+            let data = pattern(7, 70_000);
+            d.write_at(MIB + 3, &data).unwrap();
+            d.flush().unwrap();
+            model[MIB as usize + 3..MIB as usize + 3 + data.len()].copy_from_slice(&data);
+        }
+        let child_model = model.clone();
+        create(ext, &child, &grandchild).unwrap();
+        let (ph, ch) = (sha(&parent), sha(&child));
+        {
+            let mut d = open_image(&grandchild, Access::ReadWrite).unwrap();
+            assert!(read_all(&*d) == model, "{ext}: fresh grandchild");
+            let data = pattern(8, 5000);
+            d.write_at(MIB + 60_000, &data).unwrap();
+            d.flush().unwrap();
+            let at = MIB as usize + 60_000;
+            model[at..at + data.len()].copy_from_slice(&data);
+        }
+        assert!(
+            ph == sha(&parent) && ch == sha(&child),
+            "{ext}: a lower level changed"
+        );
+        let g = open_image(&grandchild, Access::ReadOnly).unwrap();
+        assert!(read_all(&*g) == model, "{ext}: grandchild");
+        let c = open_image(&child, Access::ReadOnly).unwrap();
+        assert!(read_all(&*c) == child_model, "{ext}: child");
+        if ext == "vhd" && have_pyvhdi() {
+            // libvhdi with the chain given explicitly.
+            let script = r#"
+import sys, pyvhdi
+p = pyvhdi.file(); p.open(sys.argv[1])
+c = pyvhdi.file(); c.open(sys.argv[2]); c.set_parent(p)
+g = pyvhdi.file(); g.open(sys.argv[3]); g.set_parent(c)
+sys.stdout.buffer.write(g.read_buffer_at_offset(g.get_media_size(), 0))
+"#;
+            let out = Command::new("/usr/bin/python3")
+                .args(["-c", script])
+                .arg(&parent)
+                .arg(&child)
+                .arg(&grandchild)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.stdout == model, "libvhdi: grandchild");
+        }
+        if ext == "vhdx" {
+            if let Some(py) = dissect_python() {
+                assert!(
+                    dissect_vhdx_raw(&py, &grandchild) == model,
+                    "dissect: grandchild"
+                );
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! at the end of the disk when the primary is damaged.
 
 use super::partition::{Partition, PartitionKind, PartitionScheme};
-use super::{BlockDevice, Guid, crc32, format_err, le32, le64, utf16le};
+use super::{BlockDevice, Fields, Guid, crc32, format_err, utf16le};
 use crate::Result;
 use std::path::Path;
 
@@ -54,16 +54,18 @@ fn parse_header(dev: &dyn BlockDevice, name: &Path, block: u64, lba: u64) -> Res
     }
     let mut h = vec![0u8; block as usize];
     dev.read_at(off, &mut h)?;
-    if &h[0..8] != b"EFI PART" {
+    let f = Fields::new(&h, name, off, "GPT header");
+    let sig = f.array::<8>(0)?;
+    if &sig != b"EFI PART" {
         return Err(format_err(
             name,
             off,
             "GPT header signature",
             "\"EFI PART\"",
-            format!("{:02X?}", &h[0..8]),
+            format!("{sig:02X?}"),
         ));
     }
-    let size = le32(&h, 12) as usize;
+    let size = f.le32(12)? as usize;
     if !(92..=block as usize).contains(&size) {
         return Err(format_err(
             name,
@@ -73,9 +75,11 @@ fn parse_header(dev: &dyn BlockDevice, name: &Path, block: u64, lba: u64) -> Res
             size.to_string(),
         ));
     }
-    let stored = le32(&h, 16);
-    let mut copy = h[..size].to_vec();
-    copy[16..20].fill(0);
+    let stored = f.le32(16)?;
+    let mut copy = f.bytes(0, size)?.to_vec();
+    if let Some(c) = copy.get_mut(16..20) {
+        c.fill(0);
+    }
     let computed = crc32(&copy);
     if stored != computed {
         return Err(format_err(
@@ -88,13 +92,13 @@ fn parse_header(dev: &dyn BlockDevice, name: &Path, block: u64, lba: u64) -> Res
     }
     let hdr = GptHeader {
         block,
-        my_lba: le64(&h, 24),
-        alternate_lba: le64(&h, 32),
-        disk_guid: Guid::read(&h, 56),
-        entries_lba: le64(&h, 72),
-        entry_count: le32(&h, 80),
-        entry_size: le32(&h, 84),
-        entries_crc: le32(&h, 88),
+        my_lba: f.le64(24)?,
+        alternate_lba: f.le64(32)?,
+        disk_guid: f.guid(56)?,
+        entries_lba: f.le64(72)?,
+        entry_count: f.le32(80)?,
+        entry_size: f.le32(84)?,
+        entries_crc: f.le32(88)?,
     };
     if hdr.my_lba != lba {
         return Err(format_err(
@@ -130,7 +134,7 @@ fn read_entries(dev: &dyn BlockDevice, name: &Path, h: &GptHeader) -> Result<Vec
         _ => {
             return Err(format_err(
                 name,
-                h.my_lba * h.block + 72,
+                h.my_lba.saturating_mul(h.block).saturating_add(72),
                 "GPT partition entry array",
                 "an array inside the disk (at most 16 MiB)",
                 format!(
@@ -154,13 +158,14 @@ fn read_entries(dev: &dyn BlockDevice, name: &Path, h: &GptHeader) -> Result<Vec
     }
     let mut out = Vec::new();
     for (i, e) in arr.chunks_exact(h.entry_size as usize).enumerate() {
-        let kind = Guid::read(e, 0);
+        let at = off + i as u64 * u64::from(h.entry_size);
+        let e = Fields::new(e, name, at, "GPT partition entry");
+        let kind = e.guid(0)?;
         if kind.is_nil() {
             continue;
         }
-        let first = le64(e, 32);
-        let last = le64(e, 40);
-        let at = off + i as u64 * u64::from(h.entry_size);
+        let first = e.le64(32)?;
+        let last = e.le64(40)?;
         let range = last
             .checked_sub(first)
             .and_then(|n| n.checked_add(1))
@@ -184,9 +189,9 @@ fn read_entries(dev: &dyn BlockDevice, name: &Path, h: &GptHeader) -> Result<Vec
             kind: PartitionKind::Gpt(kind),
             offset,
             length,
-            name: utf16le(&e[56..128]),
-            guid: Guid::read(e, 16),
-            attributes: le64(e, 48),
+            name: utf16le(e.bytes(56, 72)?),
+            guid: e.guid(16)?,
+            attributes: e.le64(48)?,
         });
     }
     Ok(out)

@@ -456,11 +456,10 @@ impl Guid {
         Guid(out)
     }
 
-    /// Reads a GUID from 16 bytes at `at` of `b` (the caller checks bounds).
+    /// Reads a GUID from 16 bytes at `at` of `b`; the nil GUID when they
+    /// are not all inside `b` (callers check bounds first).
     pub fn read(b: &[u8], at: usize) -> Guid {
-        let mut g = [0u8; 16];
-        g.copy_from_slice(&b[at..at + 16]);
-        Guid(g)
+        Guid(field(b, at).unwrap_or_default())
     }
 
     /// Whether every byte is zero.
@@ -507,24 +506,129 @@ impl std::fmt::Display for Guid {
     }
 }
 
+/// Bounds-checked reads of fields from untrusted bytes: a structure read
+/// from `path` at file (or disk) offset `base`. A field past the end of the
+/// bytes is a [`ResealError::DiskFormat`] naming the file, the offset and
+/// the structure; nothing here panics.
+#[derive(Clone, Copy)]
+pub(crate) struct Fields<'a> {
+    /// The bytes of the structure.
+    pub buf: &'a [u8],
+    path: &'a Path,
+    base: u64,
+    what: &'a str,
+}
+
+#[allow(dead_code)]
+impl<'a> Fields<'a> {
+    /// Fields of `buf`, read from `path` at `base`, describing `what`.
+    pub fn new(buf: &'a [u8], path: &'a Path, base: u64, what: &'a str) -> Self {
+        Fields {
+            buf,
+            path,
+            base,
+            what,
+        }
+    }
+
+    /// The `n` bytes at `at`.
+    pub fn bytes(&self, at: usize, n: usize) -> Result<&'a [u8]> {
+        at.checked_add(n)
+            .and_then(|end| self.buf.get(at..end))
+            .ok_or_else(|| {
+                format_err(
+                    self.path,
+                    self.base.saturating_add(at as u64),
+                    self.what,
+                    format!("{n} bytes at {at} inside its {} bytes", self.buf.len()),
+                    "a field past the end",
+                )
+            })
+    }
+
+    /// The `n` bytes at `at` as fields of their own, describing `what`.
+    pub fn sub(&self, at: usize, n: usize, what: &'a str) -> Result<Fields<'a>> {
+        Ok(Fields {
+            buf: self.bytes(at, n)?,
+            path: self.path,
+            base: self.base.saturating_add(at as u64),
+            what,
+        })
+    }
+
+    /// The `N` bytes at `at`.
+    pub fn array<const N: usize>(&self, at: usize) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(at, N)?);
+        Ok(a)
+    }
+
+    /// The byte at `at`.
+    pub fn u8(&self, at: usize) -> Result<u8> {
+        Ok(self.array::<1>(at)?[0])
+    }
+    /// Little-endian u16 at `at`.
+    pub fn le16(&self, at: usize) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array(at)?))
+    }
+    /// Little-endian u32 at `at`.
+    pub fn le32(&self, at: usize) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(at)?))
+    }
+    /// Little-endian u64 at `at`.
+    pub fn le64(&self, at: usize) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(at)?))
+    }
+    /// Big-endian u16 at `at`.
+    pub fn be16(&self, at: usize) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.array(at)?))
+    }
+    /// Big-endian u32 at `at`.
+    pub fn be32(&self, at: usize) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.array(at)?))
+    }
+    /// Big-endian u64 at `at`.
+    pub fn be64(&self, at: usize) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array(at)?))
+    }
+    /// A GUID (on-disk layout) at `at`.
+    pub fn guid(&self, at: usize) -> Result<Guid> {
+        Ok(Guid(self.array(at)?))
+    }
+}
+
+/// Reads the `N` bytes at `at` of `b`, or `None` past its end.
+fn field<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    let mut a = [0u8; N];
+    a.copy_from_slice(b.get(at..at.checked_add(N)?)?);
+    Some(a)
+}
+
+// The plain readers below never panic: a field past the end of `b` reads
+// as 0, so their callers check lengths first. Structure parsers use
+// [`Fields`], which reports such a field as a format error.
+
+/// Little-endian u16 at `at` of `b` (0 past the end).
+#[allow(dead_code)]
 pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    field(b, at).map_or(0, u16::from_le_bytes)
 }
+/// Little-endian u32 at `at` of `b` (0 past the end).
 pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    field(b, at).map_or(0, u32::from_le_bytes)
 }
+/// Little-endian u64 at `at` of `b` (0 past the end).
+#[allow(dead_code)]
 pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+    field(b, at).map_or(0, u64::from_le_bytes)
 }
+/// Big-endian u32 at `at` of `b` (0 past the end).
 pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    field(b, at).map_or(0, u32::from_be_bytes)
 }
+/// Big-endian u64 at `at` of `b` (0 past the end).
 pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
+    field(b, at).map_or(0, u64::from_be_bytes)
 }
 
 /// Creates the new image `path` without ever leaving a partial file under
@@ -654,7 +758,7 @@ pub(crate) fn check_parent_file(child: &Path, at: u64, parent: &Path) -> Result<
 pub(crate) fn utf16le(b: &[u8]) -> String {
     let units: Vec<u16> = b
         .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .filter_map(|c| field(c, 0).map(u16::from_le_bytes))
         .take_while(|&u| u != 0)
         .collect();
     String::from_utf16_lossy(&units)
@@ -664,7 +768,7 @@ pub(crate) fn utf16le(b: &[u8]) -> String {
 pub(crate) fn utf16be(b: &[u8]) -> String {
     let units: Vec<u16> = b
         .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .filter_map(|c| field(c, 0).map(u16::from_be_bytes))
         .take_while(|&u| u != 0)
         .collect();
     String::from_utf16_lossy(&units)

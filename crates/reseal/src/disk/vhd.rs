@@ -22,6 +22,16 @@
 //! A BAT entry therefore never names a block whose bitmap and data are not
 //! durable; a crash before the BAT write leaves unreferenced space before
 //! the footer.
+//!
+//! On open, a BAT entry may not name a block overlapping the footer copy,
+//! the dynamic header, the BAT, a parent locator or another block. The
+//! parent of a differencing disk (W2ru relative locator first, then W2ku,
+//! then the names beside the child) must be a regular file holding a VHD
+//! whose footer unique ID is the one the child records. [`create_child`]
+//! makes a new differencing child of a VHD.
+//!
+//! No published crate writes VHD (dynamic and differencing) with crash-safe
+//! ordering, so the format is implemented here from the specification.
 
 use super::{Access, BlockDevice, ImageFile, be32, be64, check_range, utf16be, utf16le};
 use crate::{ResealError, Result};
@@ -184,6 +194,14 @@ impl VhdDisk {
             return Ok(disk);
         }
         let dyn_at = be64(&footer, 16);
+        if dyn_at < SECTOR || dyn_at.checked_add(1024).is_none_or(|e| e > foot_at) {
+            return Err(disk.file.format_err(
+                foot_at + 16,
+                "VHD dynamic header offset",
+                format!("a header between the footer copy and the footer at {foot_at}"),
+                dyn_at.to_string(),
+            ));
+        }
         let mut hdr = [0u8; 1024];
         disk.file
             .read(dyn_at, &mut hdr, "VHD dynamic disk header")?;
@@ -225,23 +243,90 @@ impl VhdDisk {
                 entries.to_string(),
             ));
         }
+        // The BAT is written in place: it must be apart from the footer
+        // copy, the dynamic header and the footer.
+        let bat_end = bat_offset.saturating_add(entries * 4);
+        let overlaps = |a: u64, b: u64| bat_offset < b && a < bat_end;
+        if overlaps(0, SECTOR) || overlaps(dyn_at, dyn_at.saturating_add(1024)) || bat_end > foot_at
+        {
+            return Err(disk.file.format_err(
+                dyn_at + 16,
+                "VHD block allocation table",
+                format!(
+                    "a table apart from the footer copy, the dynamic header at {dyn_at} \
+                     and the footer at {foot_at}"
+                ),
+                format!("{} bytes at {bat_offset}", entries * 4),
+            ));
+        }
         let mut raw = vec![0u8; (entries * 4) as usize];
         disk.file
             .read(bat_offset, &mut raw, "VHD block allocation table")?;
         let bat: Vec<u32> = raw.chunks_exact(4).map(|c| be32(c, 0)).collect();
         let bitmap_size = (block_size / SECTOR).div_ceil(8).div_ceil(SECTOR) * SECTOR;
+        // The structures a block must stay clear of: a write into the
+        // block would destroy them.
+        let mut structures = vec![
+            ("the footer copy", 0, SECTOR),
+            ("the dynamic header", dyn_at, dyn_at.saturating_add(1024)),
+            (
+                "the BAT",
+                bat_offset,
+                bat_offset.saturating_add((entries * 4).div_ceil(SECTOR) * SECTOR),
+            ),
+        ];
+        if kind == VhdType::Differencing {
+            for i in 0..8 {
+                let e = 576 + 24 * i;
+                // The bytes of the locator's data (its reserved space is in
+                // sectors or bytes depending on the writer, so not used).
+                let n = u64::from(be32(&hdr, e + 8));
+                let at = be64(&hdr, e + 16);
+                if n > 0 && hdr.get(e..e + 4).is_some_and(|c| c != [0; 4]) {
+                    structures.push(("a parent locator", at, at.saturating_add(n)));
+                }
+            }
+        }
+        let mut used: Vec<(u64, u64, usize)> = Vec::new();
         for (i, &e) in bat.iter().enumerate() {
             if e == UNALLOCATED {
                 continue;
             }
             let start = u64::from(e) * SECTOR;
-            if start < 512 || start + bitmap_size + block_size > foot_at {
-                return Err(disk.file.format_err(
+            let end = start + bitmap_size + block_size;
+            let entry_err = |expected: &str, found: String| {
+                disk.file.format_err(
                     bat_offset + 4 * i as u64,
                     format!("VHD BAT entry {i}"),
-                    format!("a block inside the file's {foot_at} bytes before the footer"),
+                    expected.to_string(),
+                    found,
+                )
+            };
+            if start < 512 || end > foot_at {
+                return Err(entry_err(
+                    &format!("a block inside the file's {foot_at} bytes before the footer"),
                     format!("sector {e}"),
                 ));
+            }
+            if let Some((name, a, b)) = structures.iter().find(|(_, a, b)| start < *b && *a < end) {
+                return Err(entry_err(
+                    "a block apart from the file's structures",
+                    format!("sector {e}, a block overlapping {name} ({a}..{b})"),
+                ));
+            }
+            used.push((start, end, i));
+        }
+        used.sort_unstable();
+        for w in used.windows(2) {
+            if let [(s0, e0, i0), (s1, _, i1)] = *w {
+                if s1 < e0 {
+                    return Err(disk.file.format_err(
+                        bat_offset + 4 * i1 as u64,
+                        format!("VHD BAT entry {i1}"),
+                        "a block of its own",
+                        format!("a block at {s1}, overlapping the block of entry {i0} at {s0}"),
+                    ));
+                }
             }
         }
         disk.sparse = Some(Sparse {
@@ -393,7 +478,7 @@ impl VhdDisk {
     fn read_in_block(&self, block: u64, in_block: u64, buf: &mut [u8]) -> Result<()> {
         let Some(s) = &self.sparse else { return Ok(()) };
         let offset = block * s.block_size + in_block;
-        let entry = s.bat[block as usize];
+        let entry = s.bat.get(block as usize).copied().unwrap_or(UNALLOCATED);
         if entry == UNALLOCATED {
             return self.read_parent(offset, buf);
         }
@@ -402,7 +487,10 @@ impl VhdDisk {
             return self.file.read(data + in_block, buf, "VHD block data");
         }
         let bm = self.read_bitmap(entry, s)?;
-        let bit = |sector: u64| bm[(sector / 8) as usize] & (0x80 >> (sector % 8)) != 0;
+        let bit = |sector: u64| {
+            bm.get((sector / 8) as usize)
+                .is_some_and(|b| b & (0x80 >> (sector % 8)) != 0)
+        };
         let mut pos = 0usize;
         while pos < buf.len() {
             let at = in_block + pos as u64;
@@ -521,7 +609,7 @@ impl VhdDisk {
         let Some(s) = &self.sparse else { return Ok(()) };
         let bm = self.read_bitmap(entry, s)?;
         let sectors = (s.block_size / SECTOR) as usize;
-        let full = (0..sectors).all(|i| bm[i / 8] & (0x80 >> (i % 8)) != 0);
+        let full = (0..sectors).all(|i| bm.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0));
         if full {
             return Ok(());
         }

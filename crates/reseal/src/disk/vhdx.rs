@@ -29,6 +29,18 @@
 //!    to their place in the BAT and flushed; a last header update (made on
 //!    both copies) sets the LogGuid back to zero, marking the log empty.
 //!
+//! Before anything is read or written, the structures are checked: every
+//! field is read through bounds-checked readers; a BAT entry may not name
+//! a block overlapping the header section, the log, the BAT, the metadata
+//! region or another block; log entries may not write into the header
+//! section or the log. The parent of a differencing disk (relative locator
+//! first, then the absolute path) must be a regular file holding a VHDX
+//! whose DataWriteGuid is the child's `parent_linkage`. [`create_child`]
+//! makes a new differencing child of a VHDX.
+//!
+//! No published crate reads and writes VHDX with log replay and crash-safe
+//! BAT updates, so the format is implemented here from MS-VHDX.
+//!
 //! A crash at any point therefore leaves either the previous BAT (the new
 //! blocks are unreferenced space at the end of the file), or a log that the
 //! next open replays (here or in any other implementation), or the new BAT.
@@ -36,7 +48,7 @@
 //! the log is empty after every flush, read-only openers that refuse to
 //! replay (such as `qemu-img check` without `-r`) accept the file.
 
-use super::{Access, BlockDevice, Guid, ImageFile, check_range, crc32c, le16, le32, le64, utf16le};
+use super::{Access, BlockDevice, Fields, Guid, ImageFile, check_range, crc32c, utf16le};
 use crate::{ResealError, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,27 +86,33 @@ struct Header {
     log_offset: u64,
 }
 
-fn parse_header(raw: Vec<u8>, slot: u64) -> std::result::Result<Header, String> {
-    if &raw[0..4] != b"head" {
-        return Err(format!("signature {:02X?}", &raw[0..4]));
+fn parse_header(raw: Vec<u8>, slot: u64, path: &Path) -> std::result::Result<Header, String> {
+    let f = Fields::new(&raw, path, slot, "VHDX header");
+    let field = |r: Result<u64>| r.map_err(|e| e.to_string());
+    let sig = f.array::<4>(0).map_err(|e| e.to_string())?;
+    if &sig != b"head" {
+        return Err(format!("signature {sig:02X?}"));
     }
-    let stored = le32(&raw, 4);
+    let stored = field(f.le32(4).map(u64::from))?;
     let mut copy = raw.clone();
-    copy[4..8].fill(0);
-    let computed = crc32c(&copy);
+    copy.get_mut(4..8)
+        .ok_or("a header of 8 bytes or less")?
+        .fill(0);
+    let computed = u64::from(crc32c(&copy));
     if stored != computed {
         return Err(format!("CRC-32C {stored:08X}, computed {computed:08X}"));
     }
-    let version = le16(&raw, 66);
+    let version = field(f.le16(66).map(u64::from))?;
     if version != 1 {
         return Err(format!("version {version}"));
     }
+    let guid = |at| f.guid(at).map_err(|e| e.to_string());
     Ok(Header {
-        seq: le64(&raw, 8),
-        data_write: Guid::read(&raw, 32),
-        log_guid: Guid::read(&raw, 48),
-        log_length: u64::from(le32(&raw, 68)),
-        log_offset: le64(&raw, 72),
+        seq: field(f.le64(8))?,
+        data_write: guid(32)?,
+        log_guid: guid(48)?,
+        log_length: field(f.le32(68).map(u64::from))?,
+        log_offset: field(f.le64(72))?,
         raw,
         slot,
     })
@@ -229,7 +247,7 @@ impl VhdxDisk {
                 problems.push(format!("header at {slot}: {e}"));
                 continue;
             }
-            match parse_header(raw, slot) {
+            match parse_header(raw, slot, &file.path) {
                 Ok(h) => {
                     if best.as_ref().is_none_or(|b| h.seq > b.seq) {
                         best = Some(h);
@@ -322,28 +340,39 @@ impl VhdxDisk {
 
     fn parse_log_entry(&self, log: &[u8], pos: u64) -> Option<LogEntry> {
         let llen = log.len() as u64;
-        let at = |o: u64| ((pos + o) % llen) as usize;
-        let get = |o: u64, n: usize| -> Vec<u8> { (0..n as u64).map(|i| log[at(o + i)]).collect() };
-        let h = get(0, 64);
-        if &h[0..4] != b"loge" {
+        if llen == 0 {
             return None;
         }
-        let len = u64::from(le32(&h, 8));
+        // The entry may wrap around the end of the log.
+        let get = |o: u64, n: u64| -> Option<Vec<u8>> {
+            (0..n)
+                .map(|i| log.get(((pos + o + i) % llen) as usize).copied())
+                .collect()
+        };
+        let path = &self.file.path;
+        let h = get(0, 64)?;
+        let hf = Fields::new(&h, path, pos, "VHDX log entry header");
+        if &hf.array::<4>(0).ok()? != b"loge" {
+            return None;
+        }
+        let len = u64::from(hf.le32(8).ok()?);
         if len < PAGE || len % PAGE != 0 || len > llen {
             return None;
         }
-        let tail = u64::from(le32(&h, 12));
+        let tail = u64::from(hf.le32(12).ok()?);
         if tail % PAGE != 0 || tail >= llen {
             return None;
         }
-        let seq = le64(&h, 16);
-        let count = u64::from(le32(&h, 24));
-        if Guid::read(&h, 32) != self.header.log_guid || seq == 0 {
+        let seq = hf.le64(16).ok()?;
+        let count = u64::from(hf.le32(24).ok()?);
+        if hf.guid(32).ok()? != self.header.log_guid || seq == 0 {
             return None;
         }
-        let mut entry = get(0, len as usize);
-        let stored = le32(&entry, 4);
-        entry[4..8].fill(0);
+        let mut entry = get(0, len)?;
+        let stored = Fields::new(&entry, path, pos, "VHDX log entry")
+            .le32(4)
+            .ok()?;
+        entry.get_mut(4..8)?.fill(0);
         if crc32c(&entry) != stored {
             return None;
         }
@@ -351,40 +380,47 @@ impl VhdxDisk {
         if desc_bytes > len {
             return None;
         }
+        let ef = Fields::new(&entry, path, pos, "VHDX log entry");
         let mut ops = Vec::new();
-        let mut data_at = desc_bytes;
+        let mut data_at = desc_bytes as usize;
         for i in 0..count as usize {
-            let d = &entry[64 + 32 * i..96 + 32 * i];
-            if le64(d, 24) != seq {
+            let d = ef.sub(64 + 32 * i, 32, "VHDX log descriptor").ok()?;
+            if d.le64(24).ok()? != seq {
                 return None;
             }
-            let file_offset = le64(d, 16);
-            if file_offset % PAGE != 0 {
+            let file_offset = d.le64(16).ok()?;
+            // Log entries update the BAT and the metadata: never the header
+            // section or the log itself.
+            let (lo, ll) = (self.header.log_offset, self.header.log_length);
+            if file_offset % PAGE != 0
+                || file_offset < MIB
+                || (file_offset < lo.saturating_add(ll) && lo < file_offset.saturating_add(PAGE))
+            {
                 return None;
             }
-            match &d[0..4] {
+            match &d.array::<4>(0).ok()? {
                 b"zero" => {
-                    let zlen = le64(d, 8);
-                    if zlen % PAGE != 0 {
+                    let zlen = d.le64(8).ok()?;
+                    let zend = file_offset.checked_add(zlen)?;
+                    if zlen % PAGE != 0 || (file_offset < lo.saturating_add(ll) && lo < zend) {
                         return None;
                     }
                     ops.push(LogOp::Zero(file_offset, zlen));
                 }
                 b"desc" => {
-                    if data_at + PAGE > len {
-                        return None;
-                    }
-                    let s = &entry[data_at as usize..(data_at + PAGE) as usize];
-                    let sseq = (u64::from(le32(s, 4)) << 32) | u64::from(le32(s, 4092));
-                    if &s[0..4] != b"data" || sseq != seq {
+                    let s = ef
+                        .sub(data_at, PAGE as usize, "VHDX log data sector")
+                        .ok()?;
+                    let sseq = (u64::from(s.le32(4).ok()?) << 32) | u64::from(s.le32(4092).ok()?);
+                    if &s.array::<4>(0).ok()? != b"data" || sseq != seq {
                         return None;
                     }
                     let mut sector = Vec::with_capacity(PAGE as usize);
-                    sector.extend_from_slice(&d[8..16]);
-                    sector.extend_from_slice(&s[8..4092]);
-                    sector.extend_from_slice(&d[4..8]);
+                    sector.extend_from_slice(d.bytes(8, 8).ok()?);
+                    sector.extend_from_slice(s.bytes(8, 4084).ok()?);
+                    sector.extend_from_slice(d.bytes(4, 4).ok()?);
                     ops.push(LogOp::Data(file_offset, sector));
-                    data_at += PAGE;
+                    data_at += PAGE as usize;
                 }
                 _ => return None,
             }
@@ -394,8 +430,8 @@ impl VhdxDisk {
             len,
             tail,
             seq,
-            flushed_file_offset: le64(&h, 48),
-            last_file_offset: le64(&h, 56),
+            flushed_file_offset: hf.le64(48).ok()?,
+            last_file_offset: hf.le64(56).ok()?,
             ops,
         })
     }
@@ -478,7 +514,7 @@ impl VhdxDisk {
         let mut new_len = self.file_len;
         let mut pages = 0usize;
         for p in &active {
-            let e = &entries[p];
+            let Some(e) = entries.get(p) else { continue };
             new_len = new_len.max(e.last_file_offset);
             for op in &e.ops {
                 match op {
@@ -588,7 +624,7 @@ impl VhdxDisk {
         };
         self.file.write(slot, &raw)?;
         self.file.sync()?;
-        self.header = parse_header(raw, slot).map_err(|e| {
+        self.header = parse_header(raw, slot, &self.file.path).map_err(|e| {
             self.file
                 .format_err(slot, "VHDX header just written", "valid", e)
         })?;
@@ -606,15 +642,14 @@ impl VhdxDisk {
                 problems.push(e.to_string());
                 continue;
             }
-            let stored = le32(&rt, 4);
-            let count = le32(&rt, 8);
+            let f = Fields::new(&rt, &self.file.path, at, "VHDX region table");
+            let (sig, stored, count) = (f.array::<4>(0)?, f.le32(4)?, f.le32(8)?);
             let mut copy = rt.clone();
-            copy[4..8].fill(0);
-            if &rt[0..4] != b"regi" {
-                problems.push(format!(
-                    "region table at {at}: signature {:02X?}",
-                    &rt[0..4]
-                ));
+            if let Some(c) = copy.get_mut(4..8) {
+                c.fill(0);
+            }
+            if &sig != b"regi" {
+                problems.push(format!("region table at {at}: signature {sig:02X?}"));
             } else if crc32c(&copy) != stored {
                 problems.push(format!(
                     "region table at {at}: CRC-32C {stored:08X}, computed {:08X}",
@@ -636,12 +671,13 @@ impl VhdxDisk {
             ));
         };
         let (mut bat, mut meta) = (None, None);
+        let table = Fields::new(&rt, &self.file.path, rt_at, "VHDX region table");
         for i in 0..count as usize {
-            let e = &rt[16 + 32 * i..48 + 32 * i];
-            let guid = Guid::read(e, 0);
-            let off = le64(e, 16);
-            let len = u64::from(le32(e, 24));
-            let required = le32(e, 28) & 1 != 0;
+            let e = table.sub(16 + 32 * i, 32, "VHDX region table entry")?;
+            let guid = e.guid(0)?;
+            let off = e.le64(16)?;
+            let len = u64::from(e.le32(24)?);
+            let required = e.le32(28)? & 1 != 0;
             let entry_at = rt_at + 16 + 32 * i as u64;
             if off % MIB != 0
                 || len % MIB != 0
@@ -676,6 +712,17 @@ impl VhdxDisk {
                 "one of them missing",
             ));
         };
+        if bat_off < meta_off.saturating_add(meta_len) && meta_off < bat_off.saturating_add(bat_len)
+        {
+            return Err(self.file.format_err(
+                rt_at,
+                "VHDX region table",
+                "a BAT region and a metadata region apart",
+                format!(
+                    "BAT of {bat_len} bytes at {bat_off}, metadata of {meta_len} bytes at {meta_off}"
+                ),
+            ));
+        }
         self.meta_region = (meta_off, meta_len);
         self.read_metadata(meta_off, meta_len, depth)?;
         // BAT
@@ -695,9 +742,19 @@ impl VhdxDisk {
         }
         let mut raw = vec![0u8; (entries * 8) as usize];
         self.fread(bat_off, &mut raw, "VHDX BAT")?;
-        self.bat = raw.chunks_exact(8).map(|c| le64(c, 0)).collect();
+        self.bat = raw
+            .chunks_exact(8)
+            .map(|c| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                u64::from_le_bytes(a)
+            })
+            .collect();
         self.bat_offset = bat_off;
         self.bat_region_len = bat_len;
+        // Every block the BAT names, to check that none overlaps the
+        // structures of the file or another block.
+        let mut used: Vec<(u64, u64, u64)> = Vec::new();
         for (i, &e) in self.bat.iter().enumerate() {
             let i = i as u64;
             let state = e & 7;
@@ -729,6 +786,62 @@ impl VhdxDisk {
                     format!("state {state}, offset {off}"),
                 ));
             }
+            if need > 0 {
+                used.push((off, off + need, i));
+            }
+        }
+        self.check_blocks_apart(used)
+    }
+
+    /// Checks that no block named by the BAT (start, end, entry index)
+    /// overlaps the header section, the log, the BAT, the metadata region
+    /// or another block: a write there would destroy them.
+    fn check_blocks_apart(&self, mut used: Vec<(u64, u64, u64)>) -> Result<()> {
+        let (lo, ll) = (self.header.log_offset, self.header.log_length);
+        let structures = [
+            ("the header section", 0, MIB),
+            ("the log", lo, lo.saturating_add(ll)),
+            (
+                "the BAT",
+                self.bat_offset,
+                self.bat_offset.saturating_add(self.bat_region_len),
+            ),
+            (
+                "the metadata region",
+                self.meta_region.0,
+                self.meta_region.0.saturating_add(self.meta_region.1),
+            ),
+        ];
+        let entry_err = |i: u64, expected: &str, found: String| {
+            self.file.format_err(
+                self.bat_offset + 8 * i,
+                format!("VHDX BAT entry {i}"),
+                expected.to_string(),
+                found,
+            )
+        };
+        for &(s, e, i) in &used {
+            for (name, a, b) in structures {
+                if s < b && a < e {
+                    return Err(entry_err(
+                        i,
+                        "a block apart from the file's structures",
+                        format!("a block at {s} inside {name} ({a}..{b})"),
+                    ));
+                }
+            }
+        }
+        used.sort_unstable();
+        for w in used.windows(2) {
+            if let [(s0, e0, i0), (s1, _, i1)] = *w {
+                if s1 < e0 {
+                    return Err(entry_err(
+                        i1,
+                        "a block of its own",
+                        format!("a block at {s1}, overlapping the block of entry {i0} at {s0}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -744,22 +857,24 @@ impl VhdxDisk {
         }
         let mut m = vec![0u8; len as usize];
         self.fread(off, &mut m, "VHDX metadata region")?;
-        let count = u64::from(le16(&m, 10));
-        if &m[0..8] != b"metadata" || count > 2047 || 32 + 32 * count > len {
+        let mf = Fields::new(&m, &self.file.path, off, "VHDX metadata table");
+        let sig = mf.array::<8>(0)?;
+        let count = u64::from(mf.le16(10)?);
+        if &sig != b"metadata" || count > 2047 || 32 + 32 * count > len {
             return Err(self.file.format_err(
                 off,
                 "VHDX metadata table",
                 "signature \"metadata\" and at most 2047 entries",
-                format!("{:02X?}, {count} entries", &m[0..8]),
+                format!("{sig:02X?}, {count} entries"),
             ));
         }
         let mut items: Vec<(Guid, &[u8], u64)> = Vec::new();
         for i in 0..count as usize {
-            let e = &m[32 + 32 * i..64 + 32 * i];
-            let id = Guid::read(e, 0);
-            let io = u64::from(le32(e, 16));
-            let il = u64::from(le32(e, 20));
-            let required = le32(e, 24) & 4 != 0;
+            let e = mf.sub(32 + 32 * i, 32, "VHDX metadata table entry")?;
+            let id = e.guid(0)?;
+            let io = u64::from(e.le32(16)?);
+            let il = u64::from(e.le32(20)?);
+            let required = e.le32(24)? & 4 != 0;
             let at = off + 32 + 32 * i as u64;
             if il > 0 && (io < 64 * KIB || io.checked_add(il).is_none_or(|x| x > len)) {
                 return Err(self.file.format_err(
@@ -785,7 +900,7 @@ impl VhdxDisk {
                     format!("unknown required item {id}"),
                 ));
             }
-            items.push((id, &m[io as usize..(io + il) as usize], at));
+            items.push((id, mf.bytes(io as usize, il as usize)?, at));
         }
         let find = |id: Guid, min: usize, what: &str| -> Result<&[u8]> {
             match items.iter().find(|(g, _, _)| *g == id) {
@@ -804,14 +919,15 @@ impl VhdxDisk {
                 )),
             }
         };
-        let params = find(FILE_PARAMETERS, 8, "VHDX file parameters")?;
-        let block_size = u64::from(le32(params, 0));
-        let has_parent = le32(params, 4) & 2 != 0;
-        let size = le64(find(VIRTUAL_DISK_SIZE, 8, "VHDX virtual disk size")?, 0);
-        let lss = u64::from(le32(
-            find(LOGICAL_SECTOR_SIZE, 4, "VHDX logical sector size")?,
-            0,
-        ));
+        let path = &self.file.path;
+        let item = |id: Guid, min: usize, what: &'static str| -> Result<Fields<'_>> {
+            Ok(Fields::new(find(id, min, what)?, path, off, what))
+        };
+        let params = item(FILE_PARAMETERS, 8, "VHDX file parameters")?;
+        let block_size = u64::from(params.le32(0)?);
+        let has_parent = params.le32(4)? & 2 != 0;
+        let size = item(VIRTUAL_DISK_SIZE, 8, "VHDX virtual disk size")?.le64(0)?;
+        let lss = u64::from(item(LOGICAL_SECTOR_SIZE, 4, "VHDX logical sector size")?.le32(0)?);
         if !block_size.is_power_of_two() || !(MIB..=256 * MIB).contains(&block_size) {
             return Err(self.file.format_err(
                 off,
@@ -844,7 +960,10 @@ impl VhdxDisk {
         self.block_size = block_size;
         self.sector_size = lss;
         if let Some((_, d, _)) = items.iter().find(|(g, _, _)| *g == PHYSICAL_SECTOR_SIZE) {
-            if let Some(pss) = d.get(0..4).map(|b| u64::from(le32(b, 0))) {
+            if let Ok(pss) = Fields::new(d, &self.file.path, off, "")
+                .le32(0)
+                .map(u64::from)
+            {
                 if pss == 512 || pss == 4096 {
                     self.physical_sector_size = pss;
                 }
@@ -868,29 +987,14 @@ impl VhdxDisk {
     }
 
     fn open_parent(&mut self, loc: &[u8], at: u64, depth: u32) -> Result<()> {
-        let n = usize::from(le16(loc, 18));
+        let lf = Fields::new(loc, &self.file.path, at, "VHDX parent locator");
+        let n = usize::from(lf.le16(18)?);
         let mut kv = BTreeMap::new();
         for i in 0..n {
-            let b = 20 + 12 * i;
-            if b + 12 > loc.len() {
-                break;
-            }
-            let (ko, vo) = (le32(loc, b) as usize, le32(loc, b + 4) as usize);
-            let (kl, vl) = (
-                usize::from(le16(loc, b + 8)),
-                usize::from(le16(loc, b + 10)),
-            );
-            if ko.checked_add(kl).is_none_or(|e| e > loc.len())
-                || vo.checked_add(vl).is_none_or(|e| e > loc.len())
-            {
-                return Err(self.file.format_err(
-                    at,
-                    "VHDX parent locator entry",
-                    "key and value inside the item",
-                    format!("entry {i} out of range"),
-                ));
-            }
-            kv.insert(utf16le(&loc[ko..ko + kl]), utf16le(&loc[vo..vo + vl]));
+            let e = lf.sub(20 + 12 * i, 12, "VHDX parent locator entry")?;
+            let (ko, vo) = (e.le32(0)? as usize, e.le32(4)? as usize);
+            let (kl, vl) = (usize::from(e.le16(8)?), usize::from(e.le16(10)?));
+            kv.insert(utf16le(lf.bytes(ko, kl)?), utf16le(lf.bytes(vo, vl)?));
         }
         let dir = self
             .file
@@ -1000,12 +1104,24 @@ impl VhdxDisk {
         Ok(())
     }
 
+    /// The BAT entry at `idx` (an index the disk's size makes valid).
+    fn bat_entry(&self, idx: usize) -> Result<u64> {
+        self.bat.get(idx).copied().ok_or_else(|| {
+            self.file.format_err(
+                self.bat_offset + 8 * idx as u64,
+                format!("VHDX BAT entry {idx}"),
+                format!("one of the {} entries", self.bat.len()),
+                "an index past the table",
+            )
+        })
+    }
+
     fn bat_index(&self, block: u64) -> usize {
         (block + block / self.chunk_ratio) as usize
     }
 
     fn read_in_block(&self, block: u64, in_block: u64, buf: &mut [u8]) -> Result<()> {
-        let e = self.bat[self.bat_index(block)];
+        let e = self.bat_entry(self.bat_index(block))?;
         let state = e & 7;
         let off = (e >> 20) << 20;
         let at = block * self.block_size + in_block;
@@ -1013,7 +1129,8 @@ impl VhdxDisk {
             PAYLOAD_FULLY_PRESENT => self.fread(off + in_block, buf, "VHDX payload block"),
             PAYLOAD_PARTIALLY_PRESENT => {
                 let chunk = block / self.chunk_ratio;
-                let sb = self.bat[(chunk * (self.chunk_ratio + 1) + self.chunk_ratio) as usize];
+                let sb =
+                    self.bat_entry((chunk * (self.chunk_ratio + 1) + self.chunk_ratio) as usize)?;
                 if sb & 7 != SB_PRESENT {
                     return Err(self.file.format_err(
                         self.bat_offset,
@@ -1151,7 +1268,9 @@ impl VhdxDisk {
         let idx = self.bat_index(block);
         let e = off | PAYLOAD_FULLY_PRESENT;
         self.stage(self.bat_offset + 8 * idx as u64, &e.to_le_bytes())?;
-        self.bat[idx] = e;
+        if let Some(slot) = self.bat.get_mut(idx) {
+            *slot = e;
+        }
         Ok(())
     }
 
@@ -1379,9 +1498,10 @@ impl BlockDevice for VhdxDisk {
             plan.push((b, i, p, n));
             Ok(())
         })?;
-        let allocating = plan
-            .iter()
-            .any(|&(b, ..)| self.bat[self.bat_index(b)] & 7 != PAYLOAD_FULLY_PRESENT);
+        let allocating = plan.iter().any(|&(b, ..)| {
+            self.bat_entry(self.bat_index(b))
+                .map_or(true, |e| e & 7 != PAYLOAD_FULLY_PRESENT)
+        });
         let per_entry = if allocating {
             // Refuse before changing anything if the BAT cannot be updated.
             entry_capacity(self.log_region()?.1).max(1)
@@ -1390,7 +1510,7 @@ impl BlockDevice for VhdxDisk {
         };
         self.begin_data_change()?;
         for (block, in_block, pos, n) in plan {
-            let e = self.bat[self.bat_index(block)];
+            let e = self.bat_entry(self.bat_index(block))?;
             let chunk = &buf[pos..pos + n];
             if e & 7 == PAYLOAD_FULLY_PRESENT {
                 self.file.write(((e >> 20) << 20) + in_block, chunk)?;
