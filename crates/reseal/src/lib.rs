@@ -24,6 +24,7 @@ pub mod error;
 pub mod generalize;
 pub mod hives;
 pub mod install;
+pub mod lock;
 pub mod ntfs3g;
 pub mod ops;
 pub mod options;

@@ -77,6 +77,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, DirEntry, FileChange};
 use crate::error::{ResealError, Result};
+use crate::lock::{FileStamp, ImageLock, LockLevel};
 
 /// Names of one host directory: (folded name, host name), sorted by host name.
 type Listing = Arc<Vec<(String, OsString)>>;
@@ -88,6 +89,10 @@ pub struct DirBackend {
     fail_after: Option<usize>,
     last_steps: usize,
     listings: Mutex<HashMap<PathBuf, Listing>>,
+    /// This process's lock on the root directory.
+    lock: ImageLock,
+    /// Files read since the last commit, as they were when read.
+    reads: Mutex<HashMap<PathBuf, FileStamp>>,
 }
 
 /// Where a changed path lands on the host.
@@ -255,11 +260,14 @@ impl DirBackend {
                 io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
+        let lock = ImageLock::acquire(&canon, LockLevel::Read)?;
         Ok(DirBackend {
             root: canon,
             fail_after: None,
             last_steps: 0,
             listings: Mutex::new(HashMap::new()),
+            lock,
+            reads: Mutex::new(HashMap::new()),
         })
     }
 
@@ -283,6 +291,25 @@ impl DirBackend {
     /// fails exactly when `n` is below this count.
     pub fn last_commit_steps(&self) -> usize {
         self.last_steps
+    }
+
+    /// Remembers how a file looked when it was read.
+    fn note_read(&self, host: &Path) {
+        if let Ok(stamp) = FileStamp::of(host) {
+            let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            reads.entry(host.to_path_buf()).or_insert(stamp);
+        }
+    }
+
+    /// Raises the lock on the root to a write lock and refuses when a file
+    /// read since the last commit was changed by someone else meanwhile.
+    fn lock_for_commit(&self) -> Result<()> {
+        self.lock.raise(LockLevel::Write)?;
+        let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, stamp) in reads.iter() {
+            stamp.check_unchanged(path)?;
+        }
+        Ok(())
     }
 
     fn clear_cache(&self) {
@@ -965,11 +992,13 @@ impl Backend for DirBackend {
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         let (host, _) = self.resolve_existing(path)?;
+        self.note_read(&host);
         fs::read(&host).map_err(|e| io_err(&host, "read file", e))
     }
 
     fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
         let (host, meta) = self.resolve_existing(path)?;
+        self.note_read(&host);
         let file = File::open(&host).map_err(|e| io_err(&host, "open file", e))?;
         let want = u64::try_from(len).unwrap_or(u64::MAX);
         let cap = want.min(meta.len()).min(16 << 20);
@@ -983,6 +1012,8 @@ impl Backend for DirBackend {
     fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
         self.clear_cache();
         let fail_at = self.fail_after.take();
+        self.lock_for_commit()?;
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).clear();
         // Check every path before anything is touched. Problems other than
         // unsafe paths may be cured by earlier changes in the list; they are
         // met again, in order, while applying.
@@ -1031,6 +1062,7 @@ impl Backend for DirBackend {
         };
         self.last_steps = steps;
         self.clear_cache();
+        self.lock.lower(LockLevel::Read);
         outcome
     }
 }

@@ -23,6 +23,7 @@ use ntfs::{Ntfs, NtfsFile};
 use super::{Backend, DirEntry, FileChange};
 use crate::disk::overlay::OverlayDisk;
 use crate::disk::{Access, BlockDevice, PartitionDevice, list_partitions, open_image};
+use crate::lock::Claim;
 use crate::ntfs3g::{NtfsWriter, SecurityRewrite};
 use reseal_hive::Sid;
 
@@ -122,6 +123,7 @@ impl DiskBackend {
     /// reads every change back with the `ntfs` crate, and only then writes
     /// the changed sectors into the image.
     fn write(&mut self, changes: &[FileChange]) -> Result<Option<SecurityRewrite>> {
+        self.claim.for_write()?;
         let disk = open_image(&self.path, Access::ReadWrite)?;
         let part = PartitionDevice::new(disk, self.extent.0, self.extent.1)?;
         let label = self.describe();
@@ -183,6 +185,9 @@ pub struct DiskBackend {
     file_security: Option<(Sid, Sid)>,
     /// What the last commit did to file security.
     last_security: Option<SecurityRewrite>,
+    /// This process's lock on the image file (read, then write at commit)
+    /// and how the file looked when it was read.
+    claim: Claim,
 }
 
 impl std::fmt::Debug for DiskBackend {
@@ -279,8 +284,13 @@ impl DiskBackend {
     /// `Windows\System32\config\SYSTEM`, or partition `partition` (numbered
     /// as Linux does; 0 = a disk without a partition table). Refuses
     /// BitLocker volumes, NTFS volumes marked dirty, disks with no NTFS
-    /// partition and disks with no Windows install.
+    /// partition and disks with no Windows install. Takes a read lock on
+    /// the image ([`crate::lock`]): an image another process writes (a
+    /// running VM) is refused with [`ResealError::Busy`]; the lock is
+    /// raised to a write lock at commit, which is refused when the image
+    /// changed since it was opened.
     pub fn open(path: &Path, partition: Option<u32>) -> Result<Self> {
+        let claim = Claim::read(path)?;
         let dev = open_image(path, Access::ReadOnly)?;
         let cands = candidates(&*dev, path)?;
         if let Some(n) = partition {
@@ -305,6 +315,7 @@ impl DiskBackend {
                 volume,
                 file_security: None,
                 last_security: None,
+                claim,
             });
         }
         let mut dev = Some(dev);
@@ -331,6 +342,7 @@ impl DiskBackend {
                                 volume: v,
                                 file_security: None,
                                 last_security: None,
+                                claim,
                             });
                         }
                         dev = Some(v.into_device().into_inner());
@@ -600,6 +612,7 @@ impl Backend for DiskBackend {
             return Ok(());
         }
         let result = self.write(changes);
+        self.claim.done();
         // Reopen either way: on failure nothing reached the file and this
         // drops nothing; on success it reads what was written.
         let fresh = DiskBackend::open(&self.path, Some(self.partition))?;
