@@ -31,6 +31,7 @@ pub mod options;
 pub mod preflight;
 pub mod progress;
 pub mod report;
+pub mod space;
 pub mod stamp;
 pub mod unattend;
 
