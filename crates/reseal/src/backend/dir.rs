@@ -983,6 +983,27 @@ impl Backend for DirBackend {
             }
         }
         let kill = std::mem::take(&mut self.fail_kills);
+        // Room for the new contents staged beside their targets and the
+        // copies of truncated files, checked before anything is written.
+        let needed: u64 = changes
+            .iter()
+            .zip(&targets)
+            .map(|(c, t)| match (c, t) {
+                (FileChange::Write { data, .. }, _) => data.len() as u64,
+                (FileChange::Truncate { .. }, Some(t)) => {
+                    t.existing.as_ref().map_or(0, |m| m.len())
+                }
+                _ => 0,
+            })
+            .sum();
+        if let Err(e) = crate::space::ensure(
+            &self.root,
+            needed,
+            "the new files staged beside their targets and the backups of truncated files",
+        ) {
+            self.lock.lower(LockLevel::Read);
+            return Err(e);
+        }
         let journal = match Journal::create(&self.root) {
             Ok(j) => j,
             Err(e) => {
