@@ -49,11 +49,32 @@
 //! 3. Every touched directory is synced.
 //! 4. Only then are the backups (and any unused temporary file) removed.
 //!
-//! A failure in 1–3 undoes the journal in reverse (backups renamed back,
-//! truncated files copied back, new files, temporary files and created
-//! directories removed), which leaves the tree byte-identical, and returns
-//! [`ResealError::CommitFailed`]. A failure while removing backups in step 4
-//! is ignored: the changes are in place, and a stray backup is only garbage.
+//! Every step is first recorded in a journal file beside the root and
+//! synced (see the `journal` module: `.<root name>.reseal-journal` in the
+//! parent directory); an `applied` record follows step 3, and the journal
+//! is removed after step 4. Free space for the staged files and the copies
+//! of truncated files is checked before anything is written
+//! ([`ResealError::NoSpace`]).
+//!
+//! A failure in 1–3 undoes the journal in reverse (unused temporary files
+//! removed first, to free space; backups renamed back, truncated files
+//! copied back — or their backup renamed over them when there is no room
+//! to copy; new files and created directories removed), which leaves the
+//! tree byte-identical, and returns [`ResealError::CommitFailed`]. A
+//! backup whose restore failed is kept, and so is the journal. A failure
+//! while removing backups in step 4 is ignored: the changes are in place.
+//!
+//! When the process is killed during a commit, the journal stays: the next
+//! [`DirBackend::open`] of the root replays it (under the write lock),
+//! finishing the commit when its `applied` record is there and undoing it
+//! otherwise, and says so in [`DirBackend::recovery`].
+//!
+//! # Exclusive access
+//!
+//! The root directory is locked with QEMU's lock bytes ([`crate::lock`]):
+//! a read lock from open, a write lock during a commit. A commit is also
+//! refused with [`ResealError::Busy`] when a file read since the last
+//! commit was changed meanwhile (by another run).
 //! A `Rename` moves the entry (a directory with everything under it) with
 //! one host rename, undone by renaming it back; missing parent directories
 //! of the destination are created (and removed on undo). A `Write` into a
