@@ -124,7 +124,7 @@ pub enum ResealError {
     /// Not enough free space on the host file system for what the run
     /// would write; nothing was written.
     #[error(
-        "{path}: not enough free space for {what}: {needed} bytes needed, {available} bytes available"
+        "{path}: not enough free space for {what}: {needed} bytes needed, {available} bytes available; nothing was written"
     )]
     NoSpace {
         /// A path on the file system that is full.
