@@ -42,6 +42,7 @@ const DEBIAN: &[(&str, &[&str])] = &[
     ("sfdisk", &["fdisk"]),
     ("mkntfs", &["ntfs-3g"]),
     ("qemu-img", &["qemu-utils"]),
+    ("strace", &["strace"]),
 ];
 
 /// Which file (not a command) comes from which Debian packages: wimlib's
