@@ -32,6 +32,9 @@
 //! released by the kernel; nothing is left behind on disk. Directory roots
 //! are locked the same way on the directory's own descriptor.
 //!
+//! On a file system that keeps no byte-range locks (`ENOLCK`, `EINVAL`,
+//! `EOPNOTSUPP`), the image is used without them, as QEMU does.
+//!
 //! `F_OFD_GETLK` tells that a conflicting OFD lock exists, not which
 //! process holds it: the holder is named "another process (qemu or
 //! reseal)" unless the kernel reports a process id (a classic POSIX lock).
@@ -135,25 +138,38 @@ fn flock(kind: i32, start: i64) -> libc::flock {
     }
 }
 
+/// Whether an error says the file system keeps no byte-range locks (some
+/// network and FUSE file systems): the image is then used unlocked, as
+/// QEMU does.
+fn unsupported(e: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e,
+        Errno::ENOLCK | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOSYS
+    )
+}
+
 /// Sets (`F_RDLCK`) or clears (`F_UNLCK`) one lock byte.
 fn set_byte(file: &File, path: &Path, kind: i32, at: i64) -> Result<()> {
-    fcntl(file, FcntlArg::F_OFD_SETLK(&flock(kind, at)))
-        .map(|_| ())
-        .map_err(|e| {
-            if e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EACCES {
-                busy(path, None, at)
-            } else {
-                io_err(path, "lock the image", e)
-            }
-        })
+    match fcntl(file, FcntlArg::F_OFD_SETLK(&flock(kind, at))) {
+        Ok(_) => Ok(()),
+        Err(e) if unsupported(e) => Ok(()),
+        Err(e) if e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EACCES => {
+            Err(busy(path, None, at))
+        }
+        Err(e) => Err(io_err(path, "lock the image", e)),
+    }
 }
 
 /// Who holds a conflicting lock on byte `at`, if anyone (own locks of
 /// this open file description do not count).
 fn conflict(file: &File, path: &Path, at: i64) -> Result<Option<i32>> {
     let mut probe = flock(libc::F_WRLCK, at);
-    fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe))
-        .map_err(|e| io_err(path, "test the image's locks", e))?;
+    match fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe)) {
+        Ok(_) => {}
+        Err(e) if unsupported(e) => return Ok(None),
+        Err(e) => return Err(io_err(path, "test the image's locks", e)),
+    }
     if i32::from(probe.l_type) == libc::F_UNLCK {
         Ok(None)
     } else {

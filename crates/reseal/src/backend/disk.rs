@@ -187,7 +187,8 @@ impl DiskBackend {
             // open finishes the write; try that at once.
             drop(overlay);
             return match journal::recover(&self.path) {
-                Ok(_) => Err(e),
+                // Written in full from the journal on the second try.
+                Ok(_) => Ok(security),
                 Err(again) => Err(ResealError::CommitFailed {
                     path: self.path.display().to_string(),
                     action: "write the changed sectors",
