@@ -125,3 +125,84 @@ fn a_disk_run_killed_at_a_write_is_finished_by_the_next_inspect() {
         }
     }
 }
+
+/// Runs `reseal generalize` on a copy of `src` placed on a small tmpfs
+/// (in a private mount namespace) with about `free_kib` KiB left free;
+/// returns the exit code, the output, whether the copy is still identical
+/// to `src` (`diff -r` / `cmp`) and the `.reseal-` leftovers.
+fn on_full_fs(src: &Path, free_kib: u64) -> Option<(i32, String, bool, String)> {
+    let mnt = tempfile::tempdir().unwrap();
+    let script = r#"
+        set -e
+        mount -t tmpfs -o size=400m tmpfs "$MNT"
+        cp -a "$SRC" "$MNT/$NAME"
+        free=$(df -k "$MNT" | tail -1 | awk '{print $4}')
+        fallocate -l $(( (free - FREE) * 1024 )) "$MNT/filler"
+        set +e
+        "$BIN" generalize "$MNT/$NAME" > "$MNT/out" 2>&1
+        echo "rc=$?"
+        cat "$MNT/out"
+        if [ -d "$SRC" ]; then diff -r "$SRC" "$MNT/$NAME" > /dev/null && echo SAME; else cmp -s "$SRC" "$MNT/$NAME" && echo SAME; fi
+        find "$MNT" -name '*.reseal-*' -printf 'LEFT %p\n'
+    "#;
+    let o = Command::new("unshare")
+        .args(["-m", "sh", "-c", script])
+        .env("MNT", mnt.path())
+        .env("SRC", src)
+        .env("FREE", free_kib.to_string())
+        .env("NAME", src.file_name().unwrap())
+        .env("BIN", env!("CARGO_BIN_EXE_reseal"))
+        .output()
+        .ok()?;
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let rc = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rc="))?
+        .trim()
+        .parse()
+        .ok()?;
+    let same = out.lines().any(|l| l == "SAME");
+    let left: String = out
+        .lines()
+        .filter(|l| l.starts_with("LEFT"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Some((rc, out, same, left))
+}
+
+#[test]
+fn a_full_disk_is_refused_up_front_and_leaves_the_image_as_it_was() {
+    if !require_tool("unshare") || !require_tool("fallocate") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    build_windows_root(&root, None).unwrap();
+    let mut images = vec![root.clone()];
+    images.extend(build_disk_images(&root, &tmp.path().join("disk")).unwrap());
+    let (mut refused, mut done) = (0, 0);
+    for src in &images {
+        for free in [64u64, 512, 1024, 4096, 32768] {
+            let got = on_full_fs(src, free);
+            if !require(got.is_some(), "a tmpfs mount in a private namespace (root)") {
+                return;
+            }
+            let (rc, out, same, left) = got.unwrap();
+            let what = format!("{} with {free} KiB free", src.display());
+            assert!(left.is_empty(), "{what}: leftovers {left}");
+            match rc {
+                2 => {
+                    assert!(out.contains("not enough free space"), "{what}: {out}");
+                    assert!(same, "{what}: refused but changed");
+                    refused += 1;
+                }
+                0 => {
+                    assert!(!same, "{what}: exit 0 but unchanged: {out}");
+                    done += 1;
+                }
+                _ => panic!("{what}: exit {rc}: {out}"),
+            }
+        }
+    }
+    assert!(refused > 0 && done > 0, "refused {refused}, done {done}");
+}
