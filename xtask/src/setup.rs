@@ -44,6 +44,7 @@ const DEBIAN: &[(&str, &[&str])] = &[
     ("mkntfs", &["ntfs-3g"]),
     ("qemu-img", &["qemu-utils"]),
     ("vhdiinfo", &["libvhdi-utils", "python3-libvhdi"]),
+    ("strace", &["strace"]),
 ];
 
 /// Which file (not a command) comes from which Debian packages: wimlib's

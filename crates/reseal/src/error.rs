@@ -121,6 +121,32 @@ pub enum ResealError {
         /// What was found.
         found: String,
     },
+    /// Another process holds the image (a running VM, `qemu-img`, or
+    /// another reseal run), or changed it since this run read it.
+    #[error("{path}: the image is in use: {holder}; {what}")]
+    Busy {
+        /// Host path of the image file or root.
+        path: PathBuf,
+        /// Who holds it, as far as it can be known.
+        holder: String,
+        /// What was refused, and what to do.
+        what: String,
+    },
+    /// Not enough free space on the host file system for what the run
+    /// would write; nothing was written.
+    #[error(
+        "{path}: not enough free space for {what}: {needed} bytes needed, {available} bytes available; nothing was written"
+    )]
+    NoSpace {
+        /// A path on the file system that is full.
+        path: PathBuf,
+        /// What would have been written.
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available to this user.
+        available: u64,
+    },
 }
 
 /// Shorthand for results of this crate.

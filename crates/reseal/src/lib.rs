@@ -44,6 +44,7 @@ pub mod hives;
 pub mod image;
 pub mod install;
 pub mod marker;
+pub mod lock;
 pub mod ntfs3g;
 pub mod open;
 pub mod ops;
@@ -52,6 +53,7 @@ pub mod personalize;
 pub mod preflight;
 pub mod progress;
 pub mod report;
+pub mod space;
 pub mod stamp;
 pub mod unattend;
 

@@ -693,3 +693,57 @@ fn every_failed_step_of_a_rename_commit_rolls_back() {
     assert!(leftovers(r).is_empty(), "{:?}", leftovers(r));
     assert_eq!(files_folded(r), expected);
 }
+
+/// The journal a commit on `root` keeps beside it.
+fn journal_of(root: &Path) -> std::path::PathBuf {
+    let name = root.file_name().expect("name").to_string_lossy();
+    root.parent()
+        .expect("parent")
+        .join(format!(".{name}.reseal-journal"))
+}
+
+#[test]
+fn a_kill_at_every_step_is_finished_or_undone_by_the_next_open() {
+    let changes = realistic_changes();
+    let reference = sample();
+    let mut b = DirBackend::open(reference.path()).expect("open");
+    b.commit(&changes).expect("commit");
+    let after = state(reference.path());
+    let steps = b.last_commit_steps();
+    assert!(
+        !journal_of(reference.path()).exists(),
+        "a finished commit leaves no journal"
+    );
+    let (mut finished, mut undone) = (0, 0);
+    for n in 0..steps {
+        let t = sample();
+        let r = t.path();
+        let before = state(r);
+        let mut b = DirBackend::open(r).expect("open");
+        b.set_kill_after(Some(n));
+        let e = b.commit(&changes).expect_err("killed");
+        assert!(e.to_string().contains("simulated kill"), "step {n}: {e}");
+        drop(b);
+        assert!(journal_of(r).is_file(), "step {n}: the journal is left");
+        let b = DirBackend::open(r).expect("reopen");
+        let now = state(r);
+        match b.recovery().expect("recovered") {
+            reseal::backend::dir::Recovery::Finished { .. } => {
+                finished += 1;
+                assert_eq!(now, after, "step {n}: rolled forward");
+            }
+            reseal::backend::dir::Recovery::Undone { .. } => {
+                undone += 1;
+                assert_eq!(now, before, "step {n}: rolled back");
+            }
+        }
+        assert!(leftovers(r).is_empty(), "step {n}: {:?}", leftovers(r));
+        assert!(!journal_of(r).exists(), "step {n}: journal removed");
+        // The next commit runs as usual.
+        let mut b = b;
+        b.commit(&changes).expect("commit after recovery");
+        assert_eq!(state(r), after, "step {n}: re-run");
+    }
+    assert_eq!(finished, 1, "only a kill after the last step rolls forward");
+    assert_eq!(undone, steps - 1);
+}

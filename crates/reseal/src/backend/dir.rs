@@ -49,11 +49,32 @@
 //! 3. Every touched directory is synced.
 //! 4. Only then are the backups (and any unused temporary file) removed.
 //!
-//! A failure in 1–3 undoes the journal in reverse (backups renamed back,
-//! truncated files copied back, new files, temporary files and created
-//! directories removed), which leaves the tree byte-identical, and returns
-//! [`ResealError::CommitFailed`]. A failure while removing backups in step 4
-//! is ignored: the changes are in place, and a stray backup is only garbage.
+//! Every step is first recorded in a journal file beside the root and
+//! synced (see the `journal` module: `.<root name>.reseal-journal` in the
+//! parent directory); an `applied` record follows step 3, and the journal
+//! is removed after step 4. Free space for the staged files and the copies
+//! of truncated files is checked before anything is written
+//! ([`ResealError::NoSpace`]).
+//!
+//! A failure in 1–3 undoes the journal in reverse (unused temporary files
+//! removed first, to free space; backups renamed back, truncated files
+//! copied back — or their backup renamed over them when there is no room
+//! to copy; new files and created directories removed), which leaves the
+//! tree byte-identical, and returns [`ResealError::CommitFailed`]. A
+//! backup whose restore failed is kept, and so is the journal. A failure
+//! while removing backups in step 4 is ignored: the changes are in place.
+//!
+//! When the process is killed during a commit, the journal stays: the next
+//! [`DirBackend::open`] of the root replays it (under the write lock),
+//! finishing the commit when its `applied` record is there and undoing it
+//! otherwise, and says so in [`DirBackend::recovery`].
+//!
+//! # Exclusive access
+//!
+//! The root directory is locked with QEMU's lock bytes ([`crate::lock`]):
+//! a read lock from open, a write lock during a commit. A commit is also
+//! refused with [`ResealError::Busy`] when a file read since the last
+//! commit was changed meanwhile (by another run).
 //! A `Rename` moves the entry (a directory with everything under it) with
 //! one host rename, undone by renaming it back; missing parent directories
 //! of the destination are created (and removed on undo). A `Write` into a
@@ -77,6 +98,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, DirEntry, FileChange};
 use crate::error::{ResealError, Result};
+use crate::lock::{FileStamp, ImageLock, LockLevel};
+
+mod journal;
+pub use journal::Recovery;
+use journal::{Entry, Journal};
 
 /// Names of one host directory: (folded name, host name), sorted by host name.
 type Listing = Arc<Vec<(String, OsString)>>;
@@ -86,8 +112,15 @@ type Listing = Arc<Vec<(String, OsString)>>;
 pub struct DirBackend {
     root: PathBuf,
     fail_after: Option<usize>,
+    fail_kills: bool,
     last_steps: usize,
     listings: Mutex<HashMap<PathBuf, Listing>>,
+    /// What open did about an interrupted earlier commit.
+    recovery: Option<Recovery>,
+    /// This process's lock on the root directory.
+    lock: ImageLock,
+    /// Files read since the last commit, as they were when read.
+    reads: Mutex<HashMap<PathBuf, FileStamp>>,
 }
 
 /// Where a changed path lands on the host.
@@ -208,22 +241,6 @@ fn fresh_path(dir: &Path, name: &OsStr, kind: &str) -> io::Result<PathBuf> {
     ))
 }
 
-/// Creates a new file in `dir` beside `name` that did not exist before.
-fn create_fresh(dir: &Path, name: &OsStr, kind: &str) -> io::Result<(PathBuf, File)> {
-    for n in 0..1000 {
-        let p = dir.join(side_name(name, kind, n));
-        match OpenOptions::new().write(true).create_new(true).open(&p) {
-            Ok(f) => return Ok((p, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free name for a temporary file",
-    ))
-}
-
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -232,14 +249,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
-}
-
-/// Copies `from`'s contents into `to` (which is truncated first) and syncs.
-fn copy_contents_back(from: &Path, to: &Path) -> io::Result<()> {
-    let mut src = File::open(from)?;
-    let mut dst = OpenOptions::new().write(true).truncate(true).open(to)?;
-    io::copy(&mut src, &mut dst)?;
-    dst.sync_all()
 }
 
 impl DirBackend {
@@ -255,11 +264,29 @@ impl DirBackend {
                 io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
+        let lock = ImageLock::acquire(&canon, LockLevel::Read)?;
+        let recovery = match journal::find(&canon) {
+            None => None,
+            Some(path) => {
+                lock.raise(LockLevel::Write)?;
+                let r = journal::recover(&canon, &path);
+                lock.lower(LockLevel::Read);
+                Some(r.map_err(|message| ResealError::CommitFailed {
+                    path: canon.display().to_string(),
+                    action: "finish or undo an interrupted earlier run",
+                    message: format!("{message}; the journal {} is kept", path.display()),
+                })?)
+            }
+        };
         Ok(DirBackend {
             root: canon,
             fail_after: None,
+            fail_kills: false,
             last_steps: 0,
             listings: Mutex::new(HashMap::new()),
+            recovery,
+            lock,
+            reads: Mutex::new(HashMap::new()),
         })
     }
 
@@ -274,6 +301,23 @@ impl DirBackend {
     /// used up by the next call to `commit`, whether or not it fails.
     pub fn set_fail_after(&mut self, n: Option<usize>) {
         self.fail_after = n;
+        self.fail_kills = false;
+    }
+
+    /// Testing aid: like [`set_fail_after`](Self::set_fail_after), but the
+    /// failure acts as if the process was killed at that step: nothing is
+    /// undone and the journal is left, for the next
+    /// [`open`](Self::open) to recover.
+    #[doc(hidden)]
+    pub fn set_kill_after(&mut self, n: Option<usize>) {
+        self.fail_after = n;
+        self.fail_kills = n.is_some();
+    }
+
+    /// What opening the root did about a commit an earlier run left
+    /// unfinished (killed, or its rollback failed): finished or undone.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
     }
 
     /// Testing aid: the number of primitive steps (creating a directory or a
@@ -283,6 +327,25 @@ impl DirBackend {
     /// fails exactly when `n` is below this count.
     pub fn last_commit_steps(&self) -> usize {
         self.last_steps
+    }
+
+    /// Remembers how a file looked when it was read.
+    fn note_read(&self, host: &Path) {
+        if let Ok(stamp) = FileStamp::of(host) {
+            let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            reads.entry(host.to_path_buf()).or_insert(stamp);
+        }
+    }
+
+    /// Raises the lock on the root to a write lock and refuses when a file
+    /// read since the last commit was changed by someone else meanwhile.
+    fn lock_for_commit(&self) -> Result<()> {
+        self.lock.raise(LockLevel::Write)?;
+        let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, stamp) in reads.iter() {
+            stamp.check_unchanged(path)?;
+        }
+        Ok(())
     }
 
     fn clear_cache(&self) {
@@ -495,43 +558,6 @@ impl DirBackend {
     }
 }
 
-/// One undoable thing a commit did.
-enum Undo {
-    /// A directory was created.
-    CreatedDir(PathBuf),
-    /// A temporary file was created (removed on undo and after success).
-    Temp(PathBuf),
-    /// An entry was renamed aside.
-    MovedAside {
-        original: PathBuf,
-        backup: PathBuf,
-        is_dir: bool,
-    },
-    /// A new file was renamed into place.
-    Installed(PathBuf),
-    /// A file was copied aside.
-    CopiedAside(PathBuf),
-    /// A file was truncated in place; its old contents are in `backup`.
-    Truncated { target: PathBuf, backup: PathBuf },
-    /// An entry was renamed from `from` to `to`.
-    Renamed { from: PathBuf, to: PathBuf },
-}
-
-/// `p` as it is named after the renames `(from, to)`, in order.
-fn after_renames(p: &Path, renames: &[(PathBuf, PathBuf)]) -> PathBuf {
-    let mut p = p.to_path_buf();
-    for (from, to) in renames {
-        if let Ok(rest) = p.strip_prefix(from) {
-            p = if rest.as_os_str().is_empty() {
-                to.clone()
-            } else {
-                to.join(rest)
-            };
-        }
-    }
-    p
-}
-
 /// Why a commit stopped.
 struct Fail {
     path: String,
@@ -543,14 +569,18 @@ struct Fail {
 struct Run<'a> {
     backend: &'a DirBackend,
     fail_at: Option<usize>,
+    /// Whether the injected failure acts as a kill (nothing undone).
+    kill: bool,
+    /// Set when the injected kill happened.
+    killed: bool,
     steps: usize,
-    journal: Vec<Undo>,
+    /// The journal file, and its records so far.
+    journal: Journal,
+    entries: Vec<Entry>,
     touched: BTreeSet<PathBuf>,
     /// Directories renamed aside so far (temporary files staged in them
     /// went along and cannot be used).
     moved_dirs: Vec<PathBuf>,
-    /// Staged temporary files left unused, removed after success.
-    unused_temps: Vec<PathBuf>,
 }
 
 impl Run<'_> {
@@ -559,6 +589,7 @@ impl Run<'_> {
         let n = self.steps;
         self.steps += 1;
         if self.fail_at == Some(n) {
+            self.killed = self.kill;
             Err(io::Error::other(format!(
                 "injected failure at step {n} (testing aid)"
             )))
@@ -567,11 +598,24 @@ impl Run<'_> {
         }
     }
 
+    /// Records a step in the journal (synced) before it is taken.
+    fn record(&mut self, e: Entry) -> io::Result<()> {
+        self.journal.append(&e)?;
+        self.entries.push(e);
+        Ok(())
+    }
+
     /// Writes `data` to a new synced temporary file beside `name` in `dir`.
     fn stage(&mut self, dir: &Path, name: &OsStr, data: &[u8]) -> io::Result<PathBuf> {
         self.step()?;
-        let (temp, mut file) = create_fresh(dir, name, "new")?;
-        self.journal.push(Undo::Temp(temp.clone()));
+        let temp = fresh_path(dir, name, "new")?;
+        self.record(Entry::Temp {
+            path: self.journal.rel(&temp),
+        })?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         self.step()?;
         file.write_all(data)?;
         self.step()?;
@@ -589,12 +633,12 @@ impl Run<'_> {
         self.step()?;
         let original = dir.join(name);
         let backup = fresh_path(dir, name, "old")?;
-        fs::rename(&original, &backup)?;
-        self.journal.push(Undo::MovedAside {
-            original,
-            backup,
+        self.record(Entry::MovedAside {
+            original: self.journal.rel(&original),
+            backup: self.journal.rel(&backup),
             is_dir,
-        });
+        })?;
+        fs::rename(&original, &backup)?;
         self.touched.insert(dir.to_path_buf());
         Ok(())
     }
@@ -631,8 +675,11 @@ impl Run<'_> {
                 for m in &t.missing {
                     self.step().map_err(|e| fail("create directory", &e))?;
                     let p = dir.join(m);
+                    self.record(Entry::CreatedDir {
+                        path: self.journal.rel(&p),
+                    })
+                    .map_err(|e| fail("write the journal", &e))?;
                     fs::create_dir(&p).map_err(|e| fail("create directory", &e))?;
-                    self.journal.push(Undo::CreatedDir(p.clone()));
                     self.touched.insert(dir);
                     dir = p;
                 }
@@ -642,12 +689,9 @@ impl Run<'_> {
                 let temp = match prestaged {
                     Some((pdir, temp)) if pdir == dir && !self.moved(&pdir) => temp,
                     other => {
-                        match other {
-                            Some((pdir, temp)) if !self.moved(&pdir) => {
-                                self.unused_temps.push(temp);
-                            }
-                            _ => {}
-                        }
+                        // A prestaged file left unused is removed with the
+                        // other leftovers (the journal knows it).
+                        let _ = other;
                         self.stage(&dir, &t.name, data)
                             .map_err(|e| fail("write temporary file", &e))?
                     }
@@ -661,8 +705,12 @@ impl Run<'_> {
                         .map_err(|e| fail("keep permissions", &e))?;
                 }
                 self.step().map_err(|e| fail("rename into place", &e))?;
+                self.record(Entry::Installed {
+                    target: self.journal.rel(&target),
+                    temp: self.journal.rel(&temp),
+                })
+                .map_err(|e| fail("write the journal", &e))?;
                 fs::rename(&temp, &target).map_err(|e| fail("rename into place", &e))?;
-                self.journal.push(Undo::Installed(target));
                 self.touched.insert(dir);
             }
             FileChange::Truncate { .. } => {
@@ -679,10 +727,11 @@ impl Run<'_> {
                     .copy_aside(&t.dir, &t.name, &target)
                     .map_err(|e| fail("copy the original aside", &e))?;
                 self.step().map_err(|e| fail("truncate", &e))?;
-                self.journal.push(Undo::Truncated {
-                    target: target.clone(),
-                    backup,
-                });
+                self.record(Entry::Truncated {
+                    target: self.journal.rel(&target),
+                    backup: self.journal.rel(&backup),
+                })
+                .map_err(|e| fail("write the journal", &e))?;
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&target)
@@ -762,15 +811,22 @@ impl Run<'_> {
             self.step()
                 .map_err(|e| ("create directory", e.to_string()))?;
             let p = dir.join(m);
+            self.record(Entry::CreatedDir {
+                path: self.journal.rel(&p),
+            })
+            .map_err(|e| ("write the journal", e.to_string()))?;
             fs::create_dir(&p).map_err(|e| ("create directory", e.to_string()))?;
-            self.journal.push(Undo::CreatedDir(p.clone()));
             self.touched.insert(dir);
             dir = p;
         }
         let target = dir.join(&wanted);
         self.step().map_err(|e| ("rename", e.to_string()))?;
+        self.record(Entry::Renamed {
+            from: self.journal.rel(&from),
+            to: self.journal.rel(&target),
+        })
+        .map_err(|e| ("write the journal", e.to_string()))?;
         fs::rename(&from, &target).map_err(|e| ("rename", e.to_string()))?;
-        self.journal.push(Undo::Renamed { from, to: target });
         self.touched.insert(src.dir.clone());
         self.touched.insert(dir);
         Ok(())
@@ -778,8 +834,14 @@ impl Run<'_> {
 
     /// Copies `target` to a new backup file beside it, with its permissions.
     fn copy_aside(&mut self, dir: &Path, name: &OsStr, target: &Path) -> io::Result<PathBuf> {
-        let (backup, mut dst) = create_fresh(dir, name, "old")?;
-        self.journal.push(Undo::CopiedAside(backup.clone()));
+        let backup = fresh_path(dir, name, "old")?;
+        self.record(Entry::CopiedAside {
+            path: self.journal.rel(&backup),
+        })?;
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&backup)?;
         let mut src = File::open(target)?;
         io::copy(&mut src, &mut dst)?;
         dst.set_permissions(src.metadata()?.permissions())?;
@@ -789,75 +851,12 @@ impl Run<'_> {
 
     /// Undoes the journal in reverse; returns the errors met.
     fn rollback(&mut self) -> Vec<String> {
-        let mut errors = Vec::new();
-        let mut note = |what: &str, p: &Path, r: io::Result<()>| {
-            if let Err(e) = r {
-                errors.push(format!("{what} {}: {e}", p.display()));
-            }
-        };
-        let ignore_missing = |r: io::Result<()>| match r {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            r => r,
-        };
-        while let Some(u) = self.journal.pop() {
-            match u {
-                Undo::CreatedDir(p) => note("remove directory", &p, fs::remove_dir(&p)),
-                Undo::Temp(p) | Undo::CopiedAside(p) => {
-                    note("remove", &p, ignore_missing(fs::remove_file(&p)))
-                }
-                Undo::Installed(p) => note("remove", &p, fs::remove_file(&p)),
-                Undo::MovedAside {
-                    original, backup, ..
-                } => note("restore", &original, fs::rename(&backup, &original)),
-                Undo::Truncated { target, backup } => {
-                    note("restore", &target, copy_contents_back(&backup, &target))
-                }
-                Undo::Renamed { from, to } => note("rename back", &from, fs::rename(&to, &from)),
-            }
-        }
-        for d in &self.touched {
-            let _ = sync_dir(d);
-        }
-        errors
+        journal::roll_back(&self.backend.root, &self.entries)
     }
 
     /// Removes backups and unused temporary files after success.
     fn cleanup(&mut self) {
-        // Backups are removed where they are now: renames made after a
-        // backup may have moved it along with its directory.
-        let all_renames: Vec<(PathBuf, PathBuf)> = self
-            .journal
-            .iter()
-            .filter_map(|u| match u {
-                Undo::Renamed { from, to } => Some((from.clone(), to.clone())),
-                _ => None,
-            })
-            .collect();
-        let mut later: Vec<(PathBuf, PathBuf)> = Vec::new();
-        for u in self.journal.drain(..).rev() {
-            match u {
-                Undo::Renamed { from, to } => later.insert(0, (from, to)),
-                Undo::MovedAside {
-                    backup,
-                    is_dir: true,
-                    ..
-                } => {
-                    let _ = fs::remove_dir_all(after_renames(&backup, &later));
-                }
-                Undo::MovedAside { backup, .. } | Undo::CopiedAside(backup) => {
-                    let _ = fs::remove_file(after_renames(&backup, &later));
-                }
-                // Used temporary files were renamed into place; unused ones
-                // are listed apart, or went aside with their directory.
-                Undo::Temp(_)
-                | Undo::CreatedDir(_)
-                | Undo::Installed(_)
-                | Undo::Truncated { .. } => {}
-            }
-        }
-        for temp in self.unused_temps.drain(..) {
-            let _ = fs::remove_file(after_renames(&temp, &all_renames));
-        }
+        journal::roll_forward(&self.backend.root, &self.entries);
     }
 
     fn run(&mut self, changes: &[FileChange], targets: Vec<Option<Target>>) -> Result<(), Fail> {
@@ -965,11 +964,13 @@ impl Backend for DirBackend {
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         let (host, _) = self.resolve_existing(path)?;
+        self.note_read(&host);
         fs::read(&host).map_err(|e| io_err(&host, "read file", e))
     }
 
     fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
         let (host, meta) = self.resolve_existing(path)?;
+        self.note_read(&host);
         let file = File::open(&host).map_err(|e| io_err(&host, "open file", e))?;
         let want = u64::try_from(len).unwrap_or(u64::MAX);
         let cap = want.min(meta.len()).min(16 << 20);
@@ -983,6 +984,11 @@ impl Backend for DirBackend {
     fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
         self.clear_cache();
         let fail_at = self.fail_after.take();
+        if let Err(e) = self.lock_for_commit() {
+            self.lock.lower(LockLevel::Read);
+            return Err(e);
+        }
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).clear();
         // Check every path before anything is touched. Problems other than
         // unsafe paths may be cured by earlier changes in the list; they are
         // met again, in order, while applying.
@@ -997,29 +1003,90 @@ impl Backend for DirBackend {
                 Err(_) => targets.push(None),
             }
         }
+        let kill = std::mem::take(&mut self.fail_kills);
+        // Room for the new contents staged beside their targets and the
+        // copies of truncated files, checked before anything is written.
+        let needed: u64 = changes
+            .iter()
+            .zip(&targets)
+            .map(|(c, t)| match (c, t) {
+                (FileChange::Write { data, .. }, _) => data.len() as u64,
+                (FileChange::Truncate { .. }, Some(t)) => {
+                    t.existing.as_ref().map_or(0, |m| m.len())
+                }
+                _ => 0,
+            })
+            .sum();
+        if let Err(e) = crate::space::ensure(
+            &self.root,
+            needed,
+            "the new files staged beside their targets and the backups of truncated files",
+        ) {
+            self.lock.lower(LockLevel::Read);
+            return Err(e);
+        }
+        let journal = match Journal::create(&self.root) {
+            Ok(j) => j,
+            Err(e) => {
+                self.lock.lower(LockLevel::Read);
+                return Err(ResealError::CommitFailed {
+                    path: self.root.display().to_string(),
+                    action: "create the journal",
+                    message: format!("{e}; nothing was changed"),
+                });
+            }
+        };
+        let journal_path = journal.path().to_path_buf();
         let mut run = Run {
             backend: self,
             fail_at,
+            kill,
+            killed: false,
             steps: 0,
-            journal: Vec::new(),
+            journal,
+            entries: Vec::new(),
             touched: BTreeSet::new(),
             moved_dirs: Vec::new(),
-            unused_temps: Vec::new(),
         };
-        let result = run.run(changes, targets);
+        let result = run.run(changes, targets).and_then(|()| {
+            let jfail = |e: io::Error| Fail {
+                path: journal_path.display().to_string(),
+                action: "write the journal",
+                message: e.to_string(),
+            };
+            run.step().map_err(jfail)?;
+            run.record(Entry::Applied).map_err(jfail)?;
+            // A kill from here on is rolled forward by the next open.
+            run.step().map_err(jfail)
+        });
         let steps = run.steps;
         let outcome = match result {
             Ok(()) => {
                 run.cleanup();
+                // The changes are in place; a journal that cannot be
+                // removed is finished by the next open.
+                let _ = run.journal.remove();
                 Ok(())
             }
+            Err(f) if run.killed => Err(ResealError::CommitFailed {
+                path: f.path,
+                action: f.action,
+                message: format!(
+                    "{}; simulated kill: nothing undone, the journal {} is left for the next open",
+                    f.message,
+                    journal_path.display()
+                ),
+            }),
             Err(f) => {
                 let undo_errors = run.rollback();
                 let mut message = f.message;
-                if !undo_errors.is_empty() {
+                if undo_errors.is_empty() {
+                    let _ = run.journal.remove();
+                } else {
                     message.push_str(&format!(
-                        "; ROLLBACK INCOMPLETE, the tree was NOT fully restored: {}",
-                        undo_errors.join("; ")
+                        "; ROLLBACK INCOMPLETE, the tree was NOT fully restored: {}; the journal {} is kept and the next run on this root retries the rollback",
+                        undo_errors.join("; "),
+                        journal_path.display()
                     ));
                 }
                 Err(ResealError::CommitFailed {
@@ -1031,6 +1098,7 @@ impl Backend for DirBackend {
         };
         self.last_steps = steps;
         self.clear_cache();
+        self.lock.lower(LockLevel::Read);
         outcome
     }
 }

@@ -23,14 +23,17 @@ use ntfs::{Ntfs, NtfsFile};
 use super::{Backend, DirEntry, FileChange};
 use crate::disk::overlay::OverlayDisk;
 use crate::disk::{Access, BlockDevice, PartitionDevice, list_partitions, open_image};
+use crate::lock::{Claim, ImageLock, LockLevel};
 use crate::ntfs3g::{NtfsWriter, SecurityRewrite};
 use reseal_hive::Sid;
 
 mod all;
+mod journal;
 mod write;
 
 use crate::{ResealError, Result};
 pub use all::{generalize_disk, windows_partitions};
+pub use journal::Replay;
 
 /// The OEM id of an NTFS boot sector.
 const NTFS_OEM: &[u8; 8] = b"NTFS    ";
@@ -122,6 +125,7 @@ impl DiskBackend {
     /// reads every change back with the `ntfs` crate, and only then writes
     /// the changed sectors into the image.
     fn write(&mut self, changes: &[FileChange]) -> Result<Option<SecurityRewrite>> {
+        self.claim.for_write()?;
         let disk = open_image(&self.path, Access::ReadWrite)?;
         let part = PartitionDevice::new(disk, self.extent.0, self.extent.1)?;
         let label = self.describe();
@@ -161,7 +165,41 @@ impl DiskBackend {
             })?;
         }
         let mut overlay = vol.into_device();
-        overlay.persist()?;
+        // Write-ahead: every changed page goes to the journal beside the
+        // image (synced) before the first byte is written in place.
+        let base = self.extent.0;
+        let runs = overlay.changed_runs()?;
+        let whole: Vec<(u64, Vec<u8>)> =
+            runs.iter().map(|(at, d)| (base + at, d.clone())).collect();
+        crate::space::ensure(
+            &journal::path_of(&self.path),
+            journal::size_of(&whole),
+            "the write journal of the changed sectors",
+        )?;
+        let jpath = journal::write(&self.path, &whole)?;
+        drop(whole);
+        if let Err(e) = overlay.write_runs(&runs, self.kill_after_writes) {
+            if self.kill_after_writes.is_some() {
+                // Simulated kill: the journal stays for the next open.
+                return Err(e);
+            }
+            // A real write error: the journal is complete, so the next
+            // open finishes the write; try that at once.
+            drop(overlay);
+            return match journal::recover(&self.path) {
+                // Written in full from the journal on the second try.
+                Ok(_) => Ok(security),
+                Err(again) => Err(ResealError::CommitFailed {
+                    path: self.path.display().to_string(),
+                    action: "write the changed sectors",
+                    message: format!(
+                        "{e}; writing them again from the journal failed too ({again}); the journal {} is kept and the next run on this image finishes the write",
+                        jpath.display()
+                    ),
+                }),
+            };
+        }
+        journal::remove(&jpath)?;
         Ok(security)
     }
 }
@@ -183,6 +221,13 @@ pub struct DiskBackend {
     file_security: Option<(Sid, Sid)>,
     /// What the last commit did to file security.
     last_security: Option<SecurityRewrite>,
+    /// This process's lock on the image file (read, then write at commit)
+    /// and how the file looked when it was read.
+    claim: Claim,
+    /// What open did with a write journal an interrupted run left.
+    replay: Option<Replay>,
+    /// Testing aid: stop the in-place write after this many runs.
+    kill_after_writes: Option<usize>,
 }
 
 impl std::fmt::Debug for DiskBackend {
@@ -279,8 +324,14 @@ impl DiskBackend {
     /// `Windows\System32\config\SYSTEM`, or partition `partition` (numbered
     /// as Linux does; 0 = a disk without a partition table). Refuses
     /// BitLocker volumes, NTFS volumes marked dirty, disks with no NTFS
-    /// partition and disks with no Windows install.
+    /// partition and disks with no Windows install. Takes a read lock on
+    /// the image ([`crate::lock`]): an image another process writes (a
+    /// running VM) is refused with [`ResealError::Busy`]; the lock is
+    /// raised to a write lock at commit, which is refused when the image
+    /// changed since it was opened.
     pub fn open(path: &Path, partition: Option<u32>) -> Result<Self> {
+        let replay = recover_journal(path)?;
+        let claim = Claim::read(path)?;
         let dev = open_image(path, Access::ReadOnly)?;
         let cands = candidates(&*dev, path)?;
         if let Some(n) = partition {
@@ -305,6 +356,9 @@ impl DiskBackend {
                 volume,
                 file_security: None,
                 last_security: None,
+                claim,
+                replay,
+                kill_after_writes: None,
             });
         }
         let mut dev = Some(dev);
@@ -331,6 +385,9 @@ impl DiskBackend {
                                 volume: v,
                                 file_security: None,
                                 last_security: None,
+                                claim,
+                                replay,
+                                kill_after_writes: None,
                             });
                         }
                         dev = Some(v.into_device().into_inner());
@@ -369,6 +426,20 @@ impl DiskBackend {
         })
     }
 
+    /// What opening the image did with the write journal of an earlier
+    /// run that was killed while writing (see [`Replay`]).
+    pub fn replay(&self) -> Option<Replay> {
+        self.replay
+    }
+
+    /// Testing aid: the next commit stops after writing this many runs of
+    /// changed sectors in place, as a kill would: the journal is left for
+    /// the next open, and the backend is not reopened.
+    #[doc(hidden)]
+    pub fn set_kill_after_writes(&mut self, n: Option<usize>) {
+        self.kill_after_writes = n;
+    }
+
     /// The partition number opened (0 = the whole disk).
     pub fn partition(&self) -> u32 {
         self.partition
@@ -380,6 +451,18 @@ impl DiskBackend {
             message: format!("reading the NTFS volume: {e}"),
         }
     }
+}
+
+/// Replays or discards the write journal a killed run left beside the
+/// image, under a write lock.
+fn recover_journal(path: &Path) -> Result<Option<Replay>> {
+    if !journal::path_of(path).exists() {
+        return Ok(None);
+    }
+    let lock = ImageLock::acquire(path, LockLevel::Write)?;
+    let r = journal::recover(path);
+    lock.lower(LockLevel::Read);
+    r
 }
 
 fn check_oem(path: &Path, n: u32, oem: &[u8]) -> Result<()> {
@@ -600,6 +683,10 @@ impl Backend for DiskBackend {
             return Ok(());
         }
         let result = self.write(changes);
+        self.claim.done();
+        if self.kill_after_writes.take().is_some() {
+            return result.map(|_| ());
+        }
         // Reopen either way: on failure nothing reached the file and this
         // drops nothing; on success it reads what was written.
         let fresh = DiskBackend::open(&self.path, Some(self.partition))?;

@@ -37,40 +37,56 @@ impl<D: BlockDevice> OverlayDisk<D> {
         &self.base
     }
 
-    /// Writes every changed page to the device (runs of adjacent pages in
-    /// one call) and flushes it. Pages whose contents equal the device's
-    /// are skipped.
-    pub fn persist(&mut self) -> Result<()> {
+    /// The changed pages as runs of adjacent pages: (offset in the
+    /// device, bytes). Pages whose contents equal the device's are left
+    /// out. What [`persist`](Self::persist) writes, for a caller that
+    /// journals it first.
+    pub fn changed_runs(&self) -> Result<Vec<(u64, Vec<u8>)>> {
         let len = self.base.len();
-        let mut run: Option<(u64, Vec<u8>)> = None;
-        let pages = std::mem::take(&mut self.pages);
-        for (idx, page) in pages {
+        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (&idx, page) in &self.pages {
             let at = idx * PAGE;
             let n = PAGE.min(len - at) as usize;
             let mut old = vec![0u8; n];
             self.base.read_at(at, &mut old)?;
             if old == page[..n] {
-                if let Some((start, buf)) = run.take() {
-                    self.base.write_at(start, &buf)?;
-                }
                 continue;
             }
-            match &mut run {
+            match runs.last_mut() {
                 Some((start, buf)) if *start + buf.len() as u64 == at => {
                     buf.extend_from_slice(&page[..n])
                 }
-                _ => {
-                    if let Some((start, buf)) = run.take() {
-                        self.base.write_at(start, &buf)?;
-                    }
-                    run = Some((at, page[..n].to_vec()));
-                }
+                _ => runs.push((at, page[..n].to_vec())),
             }
         }
-        if let Some((start, buf)) = run.take() {
-            self.base.write_at(start, &buf)?;
+        Ok(runs)
+    }
+
+    /// Writes `runs` (from [`changed_runs`](Self::changed_runs)) to the
+    /// device, drops the pages from memory and flushes the device.
+    /// `stop_after` (testing aid) stops with an error after that many runs,
+    /// as a kill would.
+    pub fn write_runs(&mut self, runs: &[(u64, Vec<u8>)], stop_after: Option<usize>) -> Result<()> {
+        for (i, (at, data)) in runs.iter().enumerate() {
+            if stop_after == Some(i) {
+                return Err(crate::ResealError::CommitFailed {
+                    path: String::new(),
+                    action: "write the changed pages",
+                    message: format!("simulated kill after {i} run(s) (testing aid)"),
+                });
+            }
+            self.base.write_at(*at, data)?;
         }
+        self.pages.clear();
         self.base.flush()
+    }
+
+    /// Writes every changed page to the device (runs of adjacent pages in
+    /// one call) and flushes it. Pages whose contents equal the device's
+    /// are skipped.
+    pub fn persist(&mut self) -> Result<()> {
+        let runs = self.changed_runs()?;
+        self.write_runs(&runs, None)
     }
 
     /// Gives the device back, dropping writes not persisted.

@@ -173,6 +173,8 @@ pub struct WimBackend {
     sid_scanned: bool,
     /// Test hook: fail the commit after the update, before writing.
     fail_before_write: bool,
+    /// Lock on the WIM file (read; write while a commit writes into it).
+    claim: crate::lock::Claim,
     /// Whether replaced files keep their metadata through an NTFS-3G
     /// capture (when it is available).
     keep_metadata: bool,
@@ -249,7 +251,9 @@ impl WimBackend {
     /// appending.
     pub fn open(path: &Path, image: ImageSelector) -> Result<WimBackend> {
         let (state, image_name) = load(path, &image)?;
+        let claim = crate::lock::Claim::read(path)?;
         Ok(WimBackend {
+            claim,
             path: path.to_path_buf(),
             output: None,
             image_name,
@@ -781,6 +785,17 @@ impl Backend for WimBackend {
         if changes.is_empty() {
             return Ok(());
         }
+        if self.output.is_none() {
+            self.claim.for_write()?;
+        }
+        let result = self.commit_locked(changes);
+        self.claim.done();
+        result
+    }
+}
+
+impl WimBackend {
+    fn commit_locked(&mut self, changes: &[FileChange]) -> Result<()> {
         let stage = TempDir::new()?;
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let (cmds, replaced) = {
