@@ -10,6 +10,7 @@ use reseal::image::ImageKind;
 use reseal::stamp::{CloneNames, DEFAULT_PATTERN, StampOptions, stamp};
 
 use crate::generalize_cmd::parse_format;
+use crate::output;
 
 /// Flags of `reseal stamp`.
 #[derive(Args)]
@@ -47,13 +48,20 @@ pub struct StampArgs {
     /// Stamp an image that is not generalized.
     #[arg(long)]
     force: bool,
-    /// Print the report as JSON.
+    /// Print the report as JSON (one object, docs/report.schema.json).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// Runs `reseal stamp`.
-pub fn run_stamp(a: StampArgs) -> Result<ExitCode> {
+pub fn run_stamp(a: StampArgs, quiet: bool) -> Result<ExitCode> {
+    let _ = quiet;
+    if let Some(p) = &a.report {
+        crate::check_report_path(p)?;
+    }
     let names = match (a.names, a.name) {
         (Some(list), _) => CloneNames::List(list),
         (None, Some(p)) => CloneNames::Pattern(p),
@@ -71,19 +79,21 @@ pub fn run_stamp(a: StampArgs) -> Result<ExitCode> {
     opts.kind = Some(kind);
     opts.force = a.force;
     let report = stamp(&a.path, &opts).with_context(|| format!("stamping {}", a.path.display()))?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let doc = serde_json::json!({
-            "schema": 1,
-            "tool": "reseal",
-            "version": env!("CARGO_PKG_VERSION"),
-            "command": "stamp",
+    let doc = output::document(
+        "stamp",
+        serde_json::json!({
+            "input": a.path.display().to_string(),
             "source": report.source,
             "format": report.format,
             "clones": report.clones,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }),
+    );
+    // The image is only read; the clones exist.
+    output::write_report(a.report.as_deref(), &output::to_text(&doc)?, false)?;
+    if a.json {
+        output::print_json(&doc)?;
     } else {
+        let mut out = std::io::stdout().lock();
         for c in &report.clones {
             let sids: Vec<&str> = c.sid.iter().map(|s| s.new.as_str()).collect();
             writeln!(
@@ -114,6 +124,7 @@ pub fn run_stamp(a: StampArgs) -> Result<ExitCode> {
             "{} clone(s) stamped; each keeps its name through specialize (registry, SECURITY PolAcDmN and the answer file's ComputerName)",
             report.clones.len()
         )?;
+        out.flush()?;
     }
     Ok(ExitCode::SUCCESS)
 }
