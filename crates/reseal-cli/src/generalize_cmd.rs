@@ -195,8 +195,16 @@ pub struct GeneralizeArgs {
     /// Findings that make the result unsafe are never overridden.
     #[arg(long)]
     force: bool,
-    /// Run exactly these operations (comma-separated; see list-operations).
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["enable", "disable"])]
+    /// The operations to run, comma-separated, as virt-sysprep reads them:
+    /// NAME or +NAME adds, -NAME removes, `defaults` and `all` add those
+    /// sets; e.g. `defaults,-leftovers` (see list-operations).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        conflicts_with_all = ["enable", "disable"]
+    )]
     operations: Option<Vec<String>>,
     /// Also run these operations (comma-separated).
     #[arg(long, value_delimiter = ',')]

@@ -462,3 +462,70 @@ fn the_schema_rejects_what_it_does_not_describe() {
     });
     assert!(!v.is_valid(&ops), "operation without default/description");
 }
+
+/// `--operations` in virt-sysprep's grammar: the operations the report
+/// lists are the default set less one, or all of them.
+#[test]
+fn operations_accept_virt_sysprep_grammar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = root_in(tmp.path());
+    let listed = reseal(&["list-operations", "--json"]);
+    let listed: Json = serde_json::from_str(&listed.stdout).unwrap();
+    let names = |pred: &dyn Fn(&Json) -> bool| -> Vec<String> {
+        listed["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| pred(o))
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let defaults = names(&|o| o["default"] == true);
+    let all = names(&|_| true);
+    let ran = |list: &str| -> Vec<String> {
+        let run = reseal(&[
+            "generalize",
+            s(&root),
+            "--dry-run",
+            "--json",
+            "--operations",
+            list,
+        ]);
+        assert_eq!(run.code, 0, "{list}: {}", run.stderr);
+        let doc: Json = serde_json::from_str(&run.stdout).unwrap();
+        let ops = &doc["results"][0]["installs"][0]["operations"];
+        let mut v: Vec<String> = serde_json::from_value(ops.clone()).unwrap();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(ran("defaults"), sorted(defaults.clone()));
+    let less: Vec<String> = defaults
+        .iter()
+        .filter(|n| *n != "leftovers")
+        .cloned()
+        .collect();
+    assert!(
+        less.len() < defaults.len(),
+        "leftovers is a default operation"
+    );
+    assert_eq!(ran("defaults,-leftovers"), sorted(less));
+    assert_eq!(ran("all"), sorted(all.clone()));
+    assert_eq!(ran("-leftovers,markers"), ["markers"]);
+    let run = reseal(&[
+        "generalize",
+        s(&root),
+        "--dry-run",
+        "--operations",
+        "defaults,-nope",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("-nope") && run.stderr.contains("defaults, all"),
+        "{}",
+        run.stderr
+    );
+}

@@ -14,33 +14,40 @@ use crate::report::{InstallReport, Outcome, REPORT_SCHEMA_VERSION, RunReport};
 use crate::unattend::Unattend;
 use reseal_hive::Sid;
 
-/// Chooses the operations to run from the selection flags. Unknown names
-/// are an error that lists the known ones.
+/// Chooses the operations to run from the selection flags: the
+/// `--operations` list in virt-sysprep's grammar
+/// ([`operation_list`](crate::options::operation_list)), or the defaults
+/// with `--enable`/`--disable`. Unknown names are an error that lists the
+/// known ones.
 pub fn select_operations(sel: &Selection) -> Result<Vec<Box<dyn Operation>>> {
     let all = ops::all();
-    let known: Vec<&'static str> = all.iter().map(|o| o.name()).collect();
-    let names = sel
-        .only
+    let known: Vec<(&'static str, bool)> = all
         .iter()
-        .flatten()
-        .chain(&sel.enable)
-        .chain(&sel.disable);
-    for n in names {
-        if !known.iter().any(|k| k.eq_ignore_ascii_case(n)) {
+        .map(|o| (o.name(), o.default_enabled()))
+        .collect();
+    if let Some(list) = &sel.only {
+        let chosen = crate::options::operation_list(list, &known)?;
+        return Ok(all
+            .into_iter()
+            .filter(|o| chosen.contains(&o.name()))
+            .collect());
+    }
+    for n in sel.enable.iter().chain(&sel.disable) {
+        if !known.iter().any(|(k, _)| k.eq_ignore_ascii_case(n)) {
             return Err(ResealError::InvalidInput {
                 what: format!("operation {n:?}"),
-                message: format!("unknown operation; known: {}", known.join(", ")),
+                message: format!(
+                    "unknown operation; known: {}",
+                    known.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                ),
             });
         }
     }
     let has = |list: &[String], name: &str| list.iter().any(|n| n.eq_ignore_ascii_case(name));
     Ok(all
         .into_iter()
-        .filter(|o| match &sel.only {
-            Some(only) => has(only, o.name()),
-            None => {
-                (o.default_enabled() || has(&sel.enable, o.name())) && !has(&sel.disable, o.name())
-            }
+        .filter(|o| {
+            (o.default_enabled() || has(&sel.enable, o.name())) && !has(&sel.disable, o.name())
         })
         .collect())
 }
