@@ -179,6 +179,8 @@ fn run(args: Vec<OsString>) -> ExitCode {
         panic!("RESEAL_DEBUG_PANIC is set");
     }
     let quiet = cli.log.quiet;
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("reseal", command).entered();
     let result = match cli.command {
         Command::Generalize(a) => generalize_cmd::run_generalize(a, quiet),
         Command::Inspect(a) => generalize_cmd::run_inspect(a),
@@ -189,6 +191,11 @@ fn run(args: Vec<OsString>) -> ExitCode {
         Command::Completions(a) => docs_cmd::run_completions(a),
         Command::Man(a) => docs_cmd::run_man(a),
     };
+    drop(span);
+    tracing::info!(
+        "{command} finished in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
     match result {
         Ok(code) => code,
         Err(e) => fail(command, json, e),

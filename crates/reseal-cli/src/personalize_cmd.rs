@@ -74,7 +74,10 @@ pub fn run_personalize(a: PersonalizeArgs) -> Result<ExitCode> {
         crate::check_report_path(p)?;
     }
     let kind = crate::generalize_cmd::image_kind(&a.path, a.format)?;
-    let results = personalize(&a.path, Some(kind), &opts)?;
+    let results = {
+        let _s = tracing::info_span!("personalize").entered();
+        personalize(&a.path, Some(kind), &opts)?
+    };
     let doc = output::document(
         "personalize",
         serde_json::json!({

@@ -78,7 +78,10 @@ pub fn run_stamp(a: StampArgs, quiet: bool) -> Result<ExitCode> {
     opts.full = a.full;
     opts.kind = Some(kind);
     opts.force = a.force;
-    let report = stamp(&a.path, &opts).with_context(|| format!("stamping {}", a.path.display()))?;
+    let report = {
+        let _s = tracing::info_span!("stamp", clones = count).entered();
+        stamp(&a.path, &opts).with_context(|| format!("stamping {}", a.path.display()))?
+    };
     let doc = output::document(
         "stamp",
         serde_json::json!({

@@ -63,12 +63,16 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
         None => None,
     };
     let operations = select_operations(&options.selection)?;
-    let dirs = find_windows_dirs(backend)?;
+    let dirs = {
+        let _s = tracing::info_span!("discover").entered();
+        find_windows_dirs(backend)?
+    };
     if dirs.is_empty() {
         return Err(ResealError::NoInstall {
             root: backend.describe(),
         });
     }
+    tracing::info!(installs = dirs.len(), "found Windows installations");
     let mut report = RunReport {
         schema: REPORT_SCHEMA_VERSION,
         tool: "reseal",
@@ -85,9 +89,17 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
     let arms = operations.iter().any(|o| o.name() == "markers");
     let mut changes: Vec<FileChange> = Vec::new();
     for dir in dirs {
-        let install = load_install(backend, &dir);
-        let description = describe(&install, backend);
-        let findings = preflight(&install, backend, &description);
+        let _install_span = tracing::info_span!("install", dir = %dir).entered();
+        let install = {
+            let _s = tracing::info_span!("load hives").entered();
+            load_install(backend, &dir)
+        };
+        let (description, findings) = {
+            let _s = tracing::info_span!("preflight").entered();
+            let description = describe(&install, backend);
+            let findings = preflight(&install, backend, &description);
+            (description, findings)
+        };
         let refused_by: Vec<String> = findings
             .iter()
             .filter(|f| {
@@ -118,7 +130,9 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
                 options,
                 unattend: unattend.as_ref(),
             };
+            let plan_span = tracing::info_span!("plan").entered();
             for op in &operations {
+                let _s = tracing::debug_span!("operation", name = op.name()).entered();
                 let plan = op.plan(&ctx)?;
                 entry.edits.extend(plan.edits);
                 entry.not_done.extend(plan.not_done);
@@ -139,7 +153,10 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
                         .push(crate::report::shared_sid_notice(&report.input, sid));
                 }
             }
+            drop(plan_span);
+            tracing::info!(edits = entry.edits.len(), "planned");
             if !options.dry_run && !entry.edits.is_empty() {
+                let _s = tracing::info_span!("apply and check").entered();
                 let applied = apply(&install, &entry.edits)?;
                 entry.files_changed = applied.changes.len();
                 entry.hives_written = applied.hives_written;
@@ -161,6 +178,7 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
     }
     if !options.dry_run && !changes.is_empty() {
         request_file_security_rewrite(backend, &report);
+        let _s = tracing::info_span!("commit", files = changes.len()).entered();
         backend.commit(&changes)?;
         for i in &mut report.installs {
             if i.files_changed == 0 {
