@@ -21,9 +21,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::output;
 
-#[path = "progress_bar.rs"]
-mod progress_bar;
-use progress_bar::{Bar, ProgressMode};
+use crate::progress_bar::{Bar, ProgressMode};
 
 /// Opens the image given on the command line. A path that is missing or
 /// not a directory is bad input (exit 2), not an internal error.
@@ -59,7 +57,9 @@ pub fn image_kind(path: &Path, forced: Option<ImageKind>) -> Result<ImageKind> {
     reseal::image::resolve(path, forced).map_err(|e| match e {
         ResealError::Io { action, source, .. } => ResealError::InvalidInput {
             what: path.display().to_string(),
-            message: format!("cannot {action} ({source})"),
+            message: format!(
+                "cannot {action} ({source}); expected a directory holding a Windows root, a WIM/ESD file or a disk image (raw, VHD, VHDX, qcow2, VMDK)"
+            ),
         }
         .into(),
         other => other.into(),
@@ -224,9 +224,9 @@ pub struct GeneralizeArgs {
     /// this number, so that runs are reproducible.
     #[arg(long, value_name = "N", hide = true)]
     seed: Option<u64>,
-    /// When to draw the progress bar of WIM writes on standard error:
+    /// When to draw the progress bars of WIM writes on standard error:
     /// `auto` (when it is a terminal), `always` or `never`; never with
-    /// --json.
+    /// --json or -q.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto, hide = true)]
     progress: ProgressMode,
 }

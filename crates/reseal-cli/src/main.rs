@@ -13,6 +13,7 @@ mod hive_cmd;
 mod logging;
 mod output;
 mod personalize_cmd;
+mod progress_bar;
 mod stamp_cmd;
 mod versions;
 

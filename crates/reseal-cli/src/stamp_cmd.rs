@@ -11,6 +11,7 @@ use reseal::stamp::{CloneNames, DEFAULT_PATTERN, StampOptions, stamp};
 
 use crate::generalize_cmd::parse_format;
 use crate::output;
+use crate::progress_bar::{Bar, ProgressMode};
 
 /// Flags of `reseal stamp`.
 #[derive(Args)]
@@ -54,11 +55,15 @@ pub struct StampArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// When to draw the progress bar (clones finished) on standard error:
+    /// `auto` (when it is a terminal), `always` or `never`; never with
+    /// --json or -q.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto, hide = true)]
+    progress: ProgressMode,
 }
 
 /// Runs `reseal stamp`.
 pub fn run_stamp(a: StampArgs, quiet: bool) -> Result<ExitCode> {
-    let _ = quiet;
     if let Some(p) = &a.report {
         crate::check_report_path(p)?;
     }
@@ -78,9 +83,13 @@ pub fn run_stamp(a: StampArgs, quiet: bool) -> Result<ExitCode> {
     opts.full = a.full;
     opts.kind = Some(kind);
     opts.force = a.force;
+    let bar = Bar::for_stderr(a.progress, a.json || quiet);
+    opts.progress = bar.as_ref().map(Bar::progress);
     let report = {
         let _s = tracing::info_span!("stamp", clones = count).entered();
-        stamp(&a.path, &opts).with_context(|| format!("stamping {}", a.path.display()))?
+        let r = stamp(&a.path, &opts);
+        drop(bar);
+        r.with_context(|| format!("stamping {}", a.path.display()))?
     };
     let doc = output::document(
         "stamp",
