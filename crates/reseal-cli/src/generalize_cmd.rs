@@ -147,8 +147,8 @@ pub struct GeneralizeArgs {
     /// raw, vhd, vhdx, qcow2, vmdk.
     #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
     format: Option<ImageKind>,
-    /// Disk images only: the partition to use (numbered as Linux does, from
-    /// 1); default: the NTFS partition holding Windows.
+    /// Disk images only: the partition to generalize (numbered as Linux
+    /// does, from 1); default: every NTFS partition holding Windows.
     #[arg(long, value_name = "N")]
     partition: Option<u32>,
     /// WIM only: the image to generalize, by 1-based index or by name, or
@@ -207,10 +207,10 @@ pub struct GeneralizeArgs {
     )]
     operations: Option<Vec<String>>,
     /// Also run these operations (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     enable: Vec<String>,
     /// Do not run these operations (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     disable: Vec<String>,
     /// New machine SID (S-1-5-21-x-y-z, three 32-bit numbers) instead of a
     /// random one.
@@ -481,8 +481,8 @@ pub struct InspectArgs {
     /// raw, vhd, vhdx, qcow2, vmdk.
     #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
     format: Option<ImageKind>,
-    /// Disk images only: the partition to use (numbered as Linux does, from
-    /// 1); default: the NTFS partition holding Windows.
+    /// Disk images only: the partition to inspect (numbered as Linux does,
+    /// from 1); default: every NTFS partition holding Windows.
     #[arg(long, value_name = "N")]
     partition: Option<u32>,
     /// WIM only: the image to inspect, by 1-based index or by name, or

@@ -28,7 +28,7 @@ use reseal::ResealError;
 /// Generalize Windows images offline, as `sysprep /generalize` would,
 /// without booting them.
 #[derive(Parser)]
-#[command(name = "reseal", version, about, long_about = None)]
+#[command(name = "reseal", version)]
 pub struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
