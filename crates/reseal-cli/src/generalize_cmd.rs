@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::output;
 
-use crate::progress_bar::{Bar, ProgressMode};
+use crate::progress_bar::{Bar, PhaseSpinner, ProgressMode};
 
 /// Opens the image given on the command line. A path that is missing or
 /// not a directory is bad input (exit 2), not an internal error.
@@ -224,9 +224,9 @@ pub struct GeneralizeArgs {
     /// this number, so that runs are reproducible.
     #[arg(long, value_name = "N", hide = true)]
     seed: Option<u64>,
-    /// When to draw the progress bars of WIM writes on standard error:
-    /// `auto` (when it is a terminal), `always` or `never`; never with
-    /// --json or -q.
+    /// When to draw progress on standard error (the bars of WIM writes,
+    /// otherwise the phase the run is in): `auto` (when it is a terminal),
+    /// `always` or `never`; never with --json, -q or -v.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto, hide = true)]
     progress: ProgressMode,
 }
@@ -356,6 +356,12 @@ pub fn run_generalize(a: GeneralizeArgs, quiet: bool) -> Result<ExitCode> {
     } else {
         None
     };
+    // Other images: the phase the run is in.
+    let spinner = if is_wim {
+        None
+    } else {
+        PhaseSpinner::for_stderr(a.progress, a.json || quiet, "generalize")
+    };
     let progress = bar.as_ref().map(Bar::progress);
     let span = tracing::info_span!("generalize").entered();
     let reports: Result<Vec<(Target, RunReport)>> = if is_wim
@@ -415,6 +421,7 @@ pub fn run_generalize(a: GeneralizeArgs, quiet: bool) -> Result<ExitCode> {
     };
     drop(span);
     drop(bar);
+    drop(spinner);
     let reports = reports?;
     let outcome = overall(&reports);
     let results: Vec<Json> = reports

@@ -95,9 +95,12 @@ pub fn init(args: &LogArgs) -> Result<()> {
         }
         None => None,
     };
+    let phases =
+        crate::progress_bar::PhaseLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let _ = tracing_subscriber::registry()
         .with(stderr_layer)
         .with(file_layer)
+        .with(phases)
         .try_init();
     Ok(())
 }

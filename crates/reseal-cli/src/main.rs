@@ -179,7 +179,11 @@ fn run(args: Vec<OsString>) -> ExitCode {
     if std::env::var_os("RESEAL_DEBUG_PANIC").is_some() {
         panic!("RESEAL_DEBUG_PANIC is set");
     }
-    let quiet = cli.log.quiet;
+    // No progress drawing where it would mix with log lines or is not
+    // wanted.
+    let quiet = cli.log.quiet
+        || cli.log.verbose > 0
+        || std::env::var_os(logging::ENV).is_some_and(|v| !v.is_empty());
     let started = std::time::Instant::now();
     let span = tracing::info_span!("reseal", command).entered();
     let result = match cli.command {
@@ -187,7 +191,7 @@ fn run(args: Vec<OsString>) -> ExitCode {
         Command::Inspect(a) => generalize_cmd::run_inspect(a),
         Command::ListOperations(a) => generalize_cmd::run_list_operations(a),
         Command::Hive(c) => hive_cmd::run(c),
-        Command::Personalize(a) => personalize_cmd::run_personalize(a),
+        Command::Personalize(a) => personalize_cmd::run_personalize(a, quiet),
         Command::Stamp(a) => stamp_cmd::run_stamp(a, quiet),
         Command::Completions(a) => docs_cmd::run_completions(a),
         Command::Man(a) => docs_cmd::run_man(a),

@@ -13,6 +13,7 @@ use reseal::personalize::{PersonalizeOptions, personalize};
 
 use crate::generalize_cmd::{parse_format, parse_sid};
 use crate::output;
+use crate::progress_bar::{PhaseSpinner, ProgressMode};
 
 /// Flags of `reseal personalize`.
 #[derive(Args)]
@@ -52,10 +53,15 @@ pub struct PersonalizeArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// When to draw the phase the run is in on standard error: `auto`
+    /// (when it is a terminal), `always` or `never`; never with --json,
+    /// -q or -v.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto, hide = true)]
+    progress: ProgressMode,
 }
 
 /// Runs `reseal personalize`.
-pub fn run_personalize(a: PersonalizeArgs) -> Result<ExitCode> {
+pub fn run_personalize(a: PersonalizeArgs, quiet: bool) -> Result<ExitCode> {
     let opts = PersonalizeOptions {
         name: a.name.clone(),
         sid: match &a.sid {
@@ -75,8 +81,11 @@ pub fn run_personalize(a: PersonalizeArgs) -> Result<ExitCode> {
     }
     let kind = crate::generalize_cmd::image_kind(&a.path, a.format)?;
     let results = {
+        let spinner = PhaseSpinner::for_stderr(a.progress, a.json || quiet, "personalize");
         let _s = tracing::info_span!("personalize").entered();
-        personalize(&a.path, Some(kind), &opts)?
+        let r = personalize(&a.path, Some(kind), &opts);
+        drop(spinner);
+        r?
     };
     let doc = output::document(
         "personalize",

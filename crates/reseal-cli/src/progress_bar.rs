@@ -250,6 +250,73 @@ fn style_done() -> ProgressStyle {
     ProgressStyle::with_template("{prefix}{msg}").unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
+/// The spinner of the run in progress, if one is drawn: the tracing
+/// layer [`PhaseLayer`] names the current phase on it.
+static PHASES: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// A spinner on standard error that names the phase a run is in (loading
+/// hives, preflight, planning, applying, committing: the library's
+/// `tracing` spans), with the time spent, for the steps that report no
+/// counter (directories, disk images, personalize). Cleared when dropped.
+pub struct PhaseSpinner {
+    bar: ProgressBar,
+}
+
+impl PhaseSpinner {
+    /// The spinner, or `None` when none is to be drawn (same rules as
+    /// [`Bar::for_stderr`]).
+    pub fn for_stderr(mode: ProgressMode, off: bool, what: &str) -> Option<PhaseSpinner> {
+        Bar::for_stderr(mode, off)?;
+        let target = if mode == ProgressMode::Always {
+            ProgressDrawTarget::term_like(Box::new(ForcedStderr))
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        let bar = ProgressBar::with_draw_target(None, target);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix}: {msg} {spinner} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(what.to_string());
+        bar.set_message("starting");
+        bar.enable_steady_tick(Duration::from_millis(120));
+        *lock_phases() = Some(bar.clone());
+        Some(PhaseSpinner { bar })
+    }
+}
+
+impl Drop for PhaseSpinner {
+    fn drop(&mut self) {
+        lock_phases().take();
+        self.bar.finish_and_clear();
+    }
+}
+
+fn lock_phases() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
+    PHASES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `tracing` layer that shows each phase (an info span being entered)
+/// on the [`PhaseSpinner`], when one is drawn.
+pub struct PhaseLayer;
+
+impl<S> tracing_subscriber::Layer<S> for PhaseLayer
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        if *span.metadata().level() > tracing::Level::INFO {
+            return;
+        }
+        if let Some(bar) = lock_phases().as_ref() {
+            bar.set_message(span.metadata().name());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,3 +294,35 @@ fn stamp_draws_one_overall_bar() {
         assert_eq!(run.stderr, "", "{extra}");
     }
 }
+
+/// Directories and disk images: a spinner names each phase of the run
+/// (forced here), and is cleared at the end; none with -q, -v or --json.
+#[test]
+fn phases_are_shown_for_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    build_windows_root(&root, None).unwrap();
+    let r = root.to_str().unwrap();
+    let run = reseal(&["generalize", r, "--dry-run", "--progress", "always"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for phase in ["load hives", "preflight", "plan"] {
+        assert!(
+            run.stderr.contains(&format!("generalize: {phase}")),
+            "{phase}: {:?}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        screen(&run.stderr),
+        Vec::<String>::new(),
+        "{:?}",
+        run.stderr
+    );
+    for extra in ["-q", "--json"] {
+        let run = reseal(&["generalize", r, "--dry-run", "--progress", "always", extra]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stderr, "", "{extra}");
+    }
+    let run = reseal(&["generalize", r, "--dry-run", "--progress", "always", "-v"]);
+    assert!(!run.stderr.contains("generalize: plan"), "{}", run.stderr);
+}
