@@ -286,6 +286,19 @@ fn errors_are_json_with_the_exit_code_of_their_kind() {
             .is_empty()
     );
 
+    // Refused by preflight: a report (not an error) with outcome refused,
+    // exit 1, nothing written.
+    let joined = tmp.path().join("joined");
+    build_windows_root(&joined, Some("domain-joined")).unwrap();
+    let run = reseal(&["generalize", s(&joined), "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let doc = valid(&v, &run, "generalize");
+    assert_eq!(doc["outcome"], "refused");
+    assert_eq!(
+        doc["results"][0]["installs"][0]["refused_by"][0],
+        "domain-joined"
+    );
+
     // Refused: personalize of an image never generalized.
     let run = reseal(&["personalize", s(&root), "--json"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
