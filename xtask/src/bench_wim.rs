@@ -138,7 +138,8 @@ fn hex_bytes(hex: &str) -> Result<String> {
 /// and the file writes it plans (paths inside the image).
 fn reg_from_report(report: &str) -> Result<(BTreeMap<&'static str, String>, Vec<String>)> {
     let v: Value = serde_json::from_str(report).context("parsing the dry-run report")?;
-    let installs = v["installs"]
+    // One run (the WIM's first image) in the report's results.
+    let installs = v["results"][0]["installs"]
         .as_array()
         .context("report without installs")?;
     ensure!(installs.len() == 1, "expected one install in the image");

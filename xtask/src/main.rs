@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | test | demo | bench hive`.
+//! Project tasks: `cargo xtask setup | test | demo | fixtures | dist | bench ...`.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod demo;
+mod dist;
 mod fixtures;
 mod setup;
 mod test;
@@ -18,6 +19,8 @@ tasks:
   test         setup, then cargo fmt --check, cargo clippy -D warnings and cargo test
   fixtures     write the generated fixtures (testdata/generated, target/fixtures)
   demo         setup, then show the hive engine at work on a hive it generates
+  dist         build target/dist/: a .deb (binary, man pages, completions) and a tarball
+               (--debug: package the dev build; --install-check: dpkg -i it, run it, remove it)
   bench hive   benchmark the hive engine against other readers and writers (not yet)
   bench wim    benchmark generalizing a WIM against extract + hivexregedit + update
   bench disk   benchmark generalizing a VHDX against qemu-img + ntfs-3g tools + hivexregedit
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         ["test"] => test::run(),
         ["demo"] => demo::run(),
         ["fixtures"] => fixtures::run(),
+        ["dist", rest @ ..] => dist::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         [] | ["help" | "-h" | "--help"] => {
             print!("{USAGE}");

@@ -9,6 +9,8 @@
 //!   `reseal` crate to write NTFS volumes), `ntfs-3g` (mkntfs, ntfscat,
 //!   ntfsfix, ntfssecaudit: fixtures and independent checks), `fdisk`
 //!   (sfdisk) and `qemu-utils` (qemu-img: VHD/VHDX conversion and checks).
+//! * Packaging (`cargo xtask dist`) and the man page test: `groff-base`,
+//!   `man-db`, `binutils` (strip, readelf), `dpkg-dev` (dpkg-shlibdeps).
 //! * A Python virtual environment in `target/venv` with the Python readers
 //!   regipy and dissect.regf, at pinned versions.
 //! * The rustfmt and clippy components.
@@ -45,6 +47,11 @@ const DEBIAN: &[(&str, &[&str])] = &[
     ("qemu-img", &["qemu-utils"]),
     ("vhdiinfo", &["libvhdi-utils", "python3-libvhdi"]),
     ("strace", &["strace"]),
+    // `cargo xtask dist` and the CLI's man page test.
+    ("groff", &["groff-base"]),
+    ("man", &["man-db"]),
+    ("strip", &["binutils"]),
+    ("dpkg-shlibdeps", &["dpkg-dev"]),
 ];
 
 /// Which file (not a command) comes from which Debian packages: wimlib's

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: setup, then the same checks CI runs: formatting,
-//! clippy with warnings denied, and the whole test suite with the
-//! independent readers and the corpus made available to it.
+//! clippy with warnings denied, the whole test suite with the independent
+//! readers and the corpus made available to it, and the Debian package
+//! (`dist --debug --install-check`).
 
 use crate::setup;
 use crate::util::{self, exec, step};
@@ -52,8 +53,16 @@ pub fn run() -> Result<()> {
         failed.push("test");
     }
 
+    // The package a user installs: built from the dev build the tests
+    // just made, installed with dpkg, run from /usr/bin, removed.
+    step("cargo xtask dist --debug --install-check");
+    if let Err(e) = crate::dist::run(&["--debug", "--install-check"]) {
+        eprintln!("{e:#}");
+        failed.push("dist");
+    }
+
     if failed.is_empty() {
-        println!("\nxtask test: fmt, clippy and tests passed");
+        println!("\nxtask test: fmt, clippy, tests and the package passed");
         Ok(())
     } else {
         bail!("failed steps: {}", failed.join(", "))

@@ -4,12 +4,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use reseal::ResealError;
 use reseal::backend::Backend;
 use reseal::backend::dir::DirBackend;
-use reseal::backend::disk::{DiskBackend, generalize_disk};
+use reseal::backend::disk::{DiskBackend, generalize_disk, windows_partitions};
 use reseal::backend::wim::{
     ImageSelector, WimBackend, generalize_all_images_with_progress, image_count,
 };
@@ -17,13 +17,11 @@ use reseal::generalize::{generalize, inspect, select_operations};
 use reseal::image::ImageKind;
 use reseal::options::{GeneralizeOptions, Mode, Selection, SidChoice};
 use reseal::report::{Outcome, RunReport};
+use serde_json::{Map, Value as Json, json};
 
-#[path = "progress_bar.rs"]
-mod progress_bar;
-use progress_bar::{Bar, ProgressMode};
+use crate::output;
 
-/// Exit code: refused by preflight.
-pub const EXIT_REFUSED: u8 = 1;
+use crate::progress_bar::{Bar, PhaseSpinner, ProgressMode};
 
 /// Opens the image given on the command line. A path that is missing or
 /// not a directory is bad input (exit 2), not an internal error.
@@ -71,16 +69,21 @@ pub fn image_kind(path: &Path, forced: Option<ImageKind>) -> Result<ImageKind> {
 /// Opens a disk image given on the command line, read-only. A file that
 /// cannot be read is bad input (exit 2), not an internal error.
 fn open_disk(path: &Path, partition: Option<u32>) -> Result<DiskBackend> {
-    DiskBackend::open(path, partition).map_err(|e| match e {
+    DiskBackend::open(path, partition).map_err(|e| disk_input(path, e))
+}
+
+/// A disk image that cannot be read is bad input (exit 2).
+fn disk_input(path: &Path, e: ResealError) -> anyhow::Error {
+    match e {
         ResealError::Io { action, source, .. } => ResealError::InvalidInput {
             what: path.display().to_string(),
             message: format!(
-                "cannot {action} ({source}); expected a disk image (raw, VHD or VHDX) with an NTFS partition holding Windows"
+                "cannot {action} ({source}); expected a disk image (raw, VHD, VHDX, qcow2, VMDK) with an NTFS partition holding Windows"
             ),
         }
         .into(),
         other => other.into(),
-    })
+    }
 }
 
 /// Opens one image of a WIM file given on the command line; a file wimlib
@@ -144,8 +147,8 @@ pub struct GeneralizeArgs {
     /// raw, vhd, vhdx, qcow2, vmdk.
     #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
     format: Option<ImageKind>,
-    /// Disk images only: the partition to use (numbered as Linux does, from
-    /// 1); default: the NTFS partition holding Windows.
+    /// Disk images only: the partition to generalize (numbered as Linux
+    /// does, from 1); default: every NTFS partition holding Windows.
     #[arg(long, value_name = "N")]
     partition: Option<u32>,
     /// WIM only: the image to generalize, by 1-based index or by name, or
@@ -180,9 +183,10 @@ pub struct GeneralizeArgs {
     /// Plan and report only; the image is not changed.
     #[arg(long)]
     dry_run: bool,
-    /// Print the report as JSON on standard output.
+    /// Print the report as JSON on standard output (one object,
+    /// docs/report.schema.json).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -191,14 +195,22 @@ pub struct GeneralizeArgs {
     /// Findings that make the result unsafe are never overridden.
     #[arg(long)]
     force: bool,
-    /// Run exactly these operations (comma-separated; see list-operations).
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["enable", "disable"])]
+    /// The operations to run, comma-separated, as virt-sysprep reads them:
+    /// NAME or +NAME adds, -NAME removes, `defaults` and `all` add those
+    /// sets; e.g. `defaults,-leftovers` (see list-operations).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        conflicts_with_all = ["enable", "disable"]
+    )]
     operations: Option<Vec<String>>,
     /// Also run these operations (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     enable: Vec<String>,
     /// Do not run these operations (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     disable: Vec<String>,
     /// New machine SID (S-1-5-21-x-y-z, three 32-bit numbers) instead of a
     /// random one.
@@ -212,9 +224,9 @@ pub struct GeneralizeArgs {
     /// this number, so that runs are reproducible.
     #[arg(long, value_name = "N", hide = true)]
     seed: Option<u64>,
-    /// When to draw the progress bar of WIM writes on standard error:
-    /// `auto` (when it is a terminal), `always` or `never`; never with
-    /// --json.
+    /// When to draw progress on standard error (the bars of WIM writes,
+    /// otherwise the phase the run is in): `auto` (when it is a terminal),
+    /// `always` or `never`; never with --json, -q or -v.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto, hide = true)]
     progress: ProgressMode,
 }
@@ -227,12 +239,65 @@ pub fn parse_sid(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Which part of the image a run or an inspection is about.
+#[derive(Clone, Debug)]
+enum Target {
+    /// The whole image (a directory root).
+    Whole,
+    /// One image of a WIM (1-based index, or its name).
+    Image(String),
+    /// One partition of a disk image.
+    Partition(u32),
+}
+
+impl Target {
+    /// The JSON fields naming the target (`image` or `partition`).
+    fn fields(&self) -> Map<String, Json> {
+        let mut m = Map::new();
+        match self {
+            Target::Whole => {}
+            Target::Image(i) => {
+                let v = i.parse::<u64>().map(Json::from).unwrap_or(json!(i));
+                m.insert("image".into(), v);
+            }
+            Target::Partition(n) => {
+                m.insert("partition".into(), json!(n));
+            }
+        }
+        m
+    }
+
+    /// The header of the target's section in text output.
+    fn header(&self) -> Option<String> {
+        match self {
+            Target::Whole => None,
+            Target::Image(i) => Some(format!("== image {i} ==")),
+            Target::Partition(n) => Some(format!("== partition {n} ==")),
+        }
+    }
+}
+
+/// The outcome of several runs: refused if any was, done if any did
+/// something, nothing to do otherwise.
+fn overall(reports: &[(Target, RunReport)]) -> Outcome {
+    let any = |o: Outcome| reports.iter().any(|(_, r)| r.outcome == o);
+    if any(Outcome::Refused) {
+        Outcome::Refused
+    } else if any(Outcome::Done) {
+        Outcome::Done
+    } else {
+        Outcome::NothingToDo
+    }
+}
+
 /// Runs `reseal generalize`.
-pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
+pub fn run_generalize(a: GeneralizeArgs, quiet: bool) -> Result<ExitCode> {
     let unattend = match &a.unattend {
         Some(p) => {
-            let bytes =
-                std::fs::read(p).with_context(|| format!("{}: read answer file", p.display()))?;
+            let bytes = std::fs::read(p).map_err(|e| ResealError::InvalidInput {
+                what: p.display().to_string(),
+                message: format!("--unattend: cannot read the answer file ({e})"),
+            })?;
             Some((p.display().to_string(), bytes))
         }
         None => None,
@@ -259,7 +324,13 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
     if let Some(p) = &a.report {
         crate::check_report_path(p)?;
     }
-    let kind = image_kind(&a.path, a.format)?;
+    // Unknown operation names are bad input before the image is opened.
+    select_operations(&options.selection)?;
+    let kind = {
+        let _s = tracing::info_span!("detect").entered();
+        image_kind(&a.path, a.format)?
+    };
+    tracing::info!(format = %kind, path = %a.path.display(), "image");
     let is_wim = kind == ImageKind::Wim;
     let is_disk = matches!(kind, ImageKind::Disk(_));
     if a.partition.is_some() && !is_disk {
@@ -278,116 +349,132 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
         }
         .into());
     }
-    // Only WIM writes report progress; the bar ends its line when dropped,
+    // Only WIM writes report progress; the bar is cleared when dropped,
     // before the report or an error is printed.
     let bar = if is_wim {
-        Bar::for_stderr(a.progress, a.json)
+        Bar::for_stderr(a.progress, a.json || quiet)
     } else {
         None
     };
+    // Other images: the phase the run is in.
+    let spinner = if is_wim {
+        None
+    } else {
+        PhaseSpinner::for_stderr(a.progress, a.json || quiet, "generalize")
+    };
     let progress = bar.as_ref().map(Bar::progress);
-    if is_wim && matches!(a.index, Some(IndexArg::All)) {
-        let reports = generalize_all_images_with_progress(
+    let span = tracing::info_span!("generalize").entered();
+    let reports: Result<Vec<(Target, RunReport)>> = if is_wim
+        && matches!(a.index, Some(IndexArg::All))
+    {
+        generalize_all_images_with_progress(
             &a.path,
             a.output.clone(),
             a.rebuild,
             &options,
             progress,
         )
+        .map(|rs| {
+            (1..)
+                .zip(rs)
+                .map(|(i, r)| (Target::Image(i.to_string()), r))
+                .collect()
+        })
         .map_err(|e| match e {
             e @ (ResealError::Io { .. } | ResealError::InvalidInput { .. }) => bad_wim(&a.path, e),
             other => other.into(),
-        });
-        drop(bar);
-        let reports = reports?;
-        let json = serde_json::to_string_pretty(&reports)?;
-        if let Some(p) = &a.report {
-            std::fs::write(p, format!("{json}\n"))
-                .with_context(|| format!("{}: write report", p.display()))?;
-        }
-        let mut out = std::io::stdout().lock();
-        if a.json {
-            writeln!(out, "{json}")?;
-        } else {
-            for (i, r) in (1..).zip(&reports) {
-                writeln!(out, "== image {i} ==")?;
-                out.write_all(r.to_text().as_bytes())?;
-            }
-        }
-        return Ok(if reports.iter().any(|r| r.outcome == Outcome::Refused) {
-            ExitCode::from(EXIT_REFUSED)
-        } else {
-            ExitCode::SUCCESS
-        });
-    }
-    if is_disk && a.partition.is_none() {
-        let mut reports = generalize_disk(&a.path, &options)?;
-        if reports.len() == 1 {
-            let (_, report) = reports.remove(0);
-            return emit_report(&a.report, a.json, &report);
-        }
-        if reports.len() > 1 {
-            let only: Vec<&RunReport> = reports.iter().map(|(_, r)| r).collect();
-            let json = serde_json::to_string_pretty(&only)?;
-            if let Some(p) = &a.report {
-                std::fs::write(p, format!("{json}\n"))
-                    .with_context(|| format!("{}: write report", p.display()))?;
-            }
-            let mut out = std::io::stdout().lock();
-            if a.json {
-                writeln!(out, "{json}")?;
+        })
+    } else if is_disk && a.partition.is_none() {
+        generalize_disk(&a.path, &options)
+            .map(|rs| {
+                rs.into_iter()
+                    .map(|(n, r)| (Target::Partition(n), r))
+                    .collect()
+            })
+            .map_err(Into::into)
+    } else {
+        (|| {
+            let (target, mut backend): (Target, Box<dyn Backend>) = if is_wim {
+                let index = match a.index {
+                    Some(IndexArg::One(s)) => Some(s),
+                    _ => None,
+                };
+                let target = Target::Image(
+                    index
+                        .as_ref()
+                        .map(selector_text)
+                        .unwrap_or_else(|| "1".to_string()),
+                );
+                let b = open_wim(&a.path, index, a.output.clone())?
+                    .with_rebuild(a.rebuild)
+                    .with_progress(progress);
+                (target, Box::new(b))
+            } else if is_disk {
+                let b = open_disk(&a.path, a.partition)?;
+                (Target::Partition(b.partition()), Box::new(b))
             } else {
-                for (n, r) in &reports {
-                    writeln!(out, "== partition {n} ==")?;
-                    out.write_all(r.to_text().as_bytes())?;
+                (Target::Whole, Box::new(open_root(&a.path)?))
+            };
+            let report = generalize(backend.as_mut(), &options)?;
+            Ok(vec![(target, report)])
+        })()
+    };
+    drop(span);
+    drop(bar);
+    drop(spinner);
+    let reports = reports?;
+    let outcome = overall(&reports);
+    let results: Vec<Json> = reports
+        .iter()
+        .map(|(t, r)| {
+            let mut m = t.fields();
+            if let Json::Object(f) = serde_json::to_value(r)? {
+                m.extend(
+                    f.into_iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "schema" | "tool" | "version")),
+                );
+            }
+            Ok(Json::Object(m))
+        })
+        .collect::<Result<_>>()?;
+    let doc = output::document(
+        "generalize",
+        json!({
+            "input": a.path.display().to_string(),
+            "format": kind.name(),
+            "dry_run": a.dry_run,
+            "outcome": outcome,
+            "results": results,
+        }),
+    );
+    let changed = !a.dry_run && outcome == Outcome::Done;
+    output::write_report(a.report.as_deref(), &output::to_text(&doc)?, changed)?;
+    if a.json {
+        output::print_json(&doc)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (t, r) in &reports {
+            if reports.len() > 1 {
+                if let Some(h) = t.header() {
+                    writeln!(out, "{h}")?;
                 }
             }
-            return Ok(if only.iter().any(|r| r.outcome == Outcome::Refused) {
-                ExitCode::from(EXIT_REFUSED)
-            } else {
-                ExitCode::SUCCESS
-            });
+            out.write_all(r.to_text().as_bytes())?;
         }
+        out.flush()?;
     }
-    let mut backend: Box<dyn Backend> = if is_wim {
-        let index = match a.index {
-            Some(IndexArg::One(s)) => Some(s),
-            _ => None,
-        };
-        Box::new(
-            open_wim(&a.path, index, a.output)?
-                .with_rebuild(a.rebuild)
-                .with_progress(progress),
-        )
-    } else if is_disk {
-        Box::new(open_disk(&a.path, a.partition)?)
-    } else {
-        Box::new(open_root(&a.path)?)
-    };
-    let report = generalize(backend.as_mut(), &options);
-    drop(bar);
-    let report = report?;
-    emit_report(&a.report, a.json, &report)
-}
-
-/// Writes one run's report (to `--report`, and as JSON or text on stdout)
-/// and gives the exit code for its outcome.
-fn emit_report(report_path: &Option<PathBuf>, json: bool, report: &RunReport) -> Result<ExitCode> {
-    let text = serde_json::to_string_pretty(report)?;
-    if let Some(p) = report_path {
-        std::fs::write(p, format!("{text}\n"))
-            .with_context(|| format!("{}: write report", p.display()))?;
-    }
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{text}")?;
-    } else {
-        out.write_all(report.to_text().as_bytes())?;
-    }
-    Ok(match report.outcome {
-        Outcome::Refused => ExitCode::from(EXIT_REFUSED),
+    Ok(match outcome {
+        Outcome::Refused => ExitCode::from(output::EXIT_REFUSED),
         Outcome::Done | Outcome::NothingToDo => ExitCode::SUCCESS,
     })
+}
+
+/// The text of an image selector (its index or its name).
+fn selector_text(s: &ImageSelector) -> String {
+    match s {
+        ImageSelector::Index(i) => i.to_string(),
+        ImageSelector::Name(n) => n.clone(),
+    }
 }
 
 /// Flags of `reseal inspect`.
@@ -401,17 +488,17 @@ pub struct InspectArgs {
     /// raw, vhd, vhdx, qcow2, vmdk.
     #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
     format: Option<ImageKind>,
-    /// Disk images only: the partition to use (numbered as Linux does, from
-    /// 1); default: the NTFS partition holding Windows.
+    /// Disk images only: the partition to inspect (numbered as Linux does,
+    /// from 1); default: every NTFS partition holding Windows.
     #[arg(long, value_name = "N")]
     partition: Option<u32>,
     /// WIM only: the image to inspect, by 1-based index or by name, or
     /// `all` (default: every image).
     #[arg(long, value_name = "N|NAME|all")]
     index: Option<IndexArg>,
-    /// Print JSON.
+    /// Print JSON (one object, docs/report.schema.json).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// Runs `reseal inspect`.
@@ -431,7 +518,7 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
         }
         .into());
     }
-    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    let mut backends: Vec<(Target, Box<dyn Backend>)> = Vec::new();
     match kind {
         ImageKind::Wim => {
             let selectors = match a.index {
@@ -441,21 +528,57 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
                     .collect(),
             };
             for s in selectors {
-                backends.push(Box::new(open_wim(&a.path, Some(s), None)?));
+                let t = Target::Image(selector_text(&s));
+                backends.push((t, Box::new(open_wim(&a.path, Some(s), None)?)));
             }
         }
-        ImageKind::Disk(_) => backends.push(Box::new(open_disk(&a.path, a.partition)?)),
-        ImageKind::Directory => backends.push(Box::new(open_root(&a.path)?)),
+        ImageKind::Disk(_) => {
+            let parts = match a.partition {
+                Some(n) => vec![n],
+                None => windows_partitions(&a.path).map_err(|e| disk_input(&a.path, e))?,
+            };
+            if parts.is_empty() {
+                // Opening names what was found instead of Windows.
+                let b = open_disk(&a.path, None)?;
+                backends.push((Target::Partition(b.partition()), Box::new(b)));
+            }
+            for n in parts {
+                backends.push((Target::Partition(n), Box::new(open_disk(&a.path, Some(n))?)));
+            }
+        }
+        ImageKind::Directory => backends.push((Target::Whole, Box::new(open_root(&a.path)?))),
     }
-    let mut installs = Vec::new();
-    for b in &backends {
-        installs.extend(inspect(b.as_ref())?);
+    let mut found = Vec::new();
+    for (t, b) in &backends {
+        found.push((t.clone(), inspect(b.as_ref())?));
+    }
+    if a.json {
+        let results: Vec<Json> = found
+            .iter()
+            .map(|(t, installs)| {
+                let mut m = t.fields();
+                m.insert("installs".into(), serde_json::to_value(installs)?);
+                Ok(Json::Object(m))
+            })
+            .collect::<Result<_>>()?;
+        output::print_json(&output::document(
+            "inspect",
+            json!({
+                "input": a.path.display().to_string(),
+                "format": kind.name(),
+                "results": results,
+            }),
+        ))?;
+        return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&installs)?)?;
-    } else {
-        for i in &installs {
+    for (t, installs) in &found {
+        if found.len() > 1 {
+            if let Some(h) = t.header() {
+                writeln!(out, "{h}")?;
+            }
+        }
+        for i in installs {
             writeln!(out, "== {} ==", i.windows_dir)?;
             out.write_all(i.description.to_text().as_bytes())?;
             for f in &i.findings {
@@ -463,20 +586,38 @@ pub fn run_inspect(a: InspectArgs) -> Result<ExitCode> {
             }
         }
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Flags of `reseal list-operations`.
+#[derive(Args)]
+pub struct ListOperationsArgs {
+    /// Print JSON (one object, docs/report.schema.json).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs `reseal list-operations`.
-pub fn run_list_operations() -> Result<ExitCode> {
-    let all = select_operations(&Selection {
-        only: Some(
-            reseal::ops::all()
-                .iter()
-                .map(|o| o.name().to_string())
-                .collect(),
-        ),
-        ..Selection::default()
-    })?;
+pub fn run_list_operations(a: ListOperationsArgs) -> Result<ExitCode> {
+    let all = reseal::ops::all();
+    if a.json {
+        let ops: Vec<Json> = all
+            .iter()
+            .map(|o| {
+                json!({
+                    "name": o.name(),
+                    "default": o.default_enabled(),
+                    "description": o.description(),
+                })
+            })
+            .collect();
+        output::print_json(&output::document(
+            "list-operations",
+            json!({ "operations": ops }),
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = std::io::stdout().lock();
     for o in all {
         writeln!(
@@ -487,5 +628,6 @@ pub fn run_list_operations() -> Result<ExitCode> {
             o.description()
         )?;
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,8 @@ use clap::{Args, Subcommand};
 use reseal_hive::regfile::{RegEncoding, RegVersion, parse_reg};
 use reseal_hive::{Hive, Sid};
 
+use crate::output;
+
 /// Hive subcommands.
 #[derive(Subcommand)]
 pub enum HiveCommand {
@@ -19,7 +21,7 @@ pub enum HiveCommand {
         file: PathBuf,
         #[command(flatten)]
         open: OpenArgs,
-        /// Print the report as JSON.
+        /// Print the report as JSON (one object, docs/report.schema.json).
         #[arg(long)]
         json: bool,
     },
@@ -29,7 +31,7 @@ pub enum HiveCommand {
         file: PathBuf,
         #[command(flatten)]
         open: OpenArgs,
-        /// Print JSON (schema in the README).
+        /// Print JSON (one object, docs/report.schema.json).
         #[arg(long)]
         json: bool,
     },
@@ -99,6 +101,30 @@ pub enum HiveCommand {
     },
 }
 
+impl HiveCommand {
+    /// The command's name in JSON output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HiveCommand::Check { .. } => "hive check",
+            HiveCommand::Dump { .. } => "hive dump",
+            HiveCommand::Export { .. } => "hive export",
+            HiveCommand::Import { .. } => "hive import",
+            HiveCommand::RewriteSid { .. } => "hive rewrite-sid",
+            HiveCommand::Replay { .. } => "hive replay",
+        }
+    }
+
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            HiveCommand::Check { json, .. }
+            | HiveCommand::Dump { json, .. }
+            | HiveCommand::RewriteSid { json, .. } => *json,
+            _ => false,
+        }
+    }
+}
+
 /// How to open the hive.
 #[derive(Args)]
 pub struct OpenArgs {
@@ -139,7 +165,9 @@ pub fn run(cmd: HiveCommand) -> Result<ExitCode> {
                         })
                     })
                     .collect();
-                let doc = serde_json::json!({
+                let doc = output::document(
+                    "hive check",
+                    serde_json::json!({
                     "file": file.display().to_string(),
                     "clean": report.is_clean(),
                     "keys": report.keys,
@@ -147,9 +175,10 @@ pub fn run(cmd: HiveCommand) -> Result<ExitCode> {
                     "security_cells": report.security_cells,
                     "replayed_logs": hive.open_info().replayed_logs,
                     "violations": violations,
-                });
-                serde_json::to_writer_pretty(&mut out, &doc)?;
-                writeln!(out)?;
+                    }),
+                );
+                drop(out);
+                output::print_json(&doc)?;
             } else {
                 for v in &report.violations {
                     writeln!(out, "{v}")?;
@@ -187,8 +216,14 @@ pub fn run(cmd: HiveCommand) -> Result<ExitCode> {
         } => {
             let dump = open(&file, &o)?.dump()?;
             if json {
-                serde_json::to_writer_pretty(&mut out, &dump)?;
-                writeln!(out)?;
+                drop(out);
+                output::print_json(&output::document(
+                    "hive dump",
+                    serde_json::json!({
+                        "file": file.display().to_string(),
+                        "result": dump,
+                    }),
+                ))?;
             } else {
                 out.write_all(dump.to_text().as_bytes())?;
             }
@@ -268,8 +303,17 @@ pub fn run(cmd: HiveCommand) -> Result<ExitCode> {
                 );
             }
             if json {
-                serde_json::to_writer_pretty(&mut out, &report)?;
-                writeln!(out)?;
+                drop(out);
+                output::print_json(&output::document(
+                    "hive rewrite-sid",
+                    serde_json::json!({
+                        "file": file.display().to_string(),
+                        "output": target.display().to_string(),
+                        "old": old.to_string(),
+                        "new": new.to_string(),
+                        "result": report,
+                    }),
+                ))?;
             } else {
                 writeln!(
                     out,

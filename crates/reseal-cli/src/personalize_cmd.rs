@@ -5,12 +5,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
+use reseal::ResealError;
 use reseal::image::ImageKind;
 use reseal::personalize::{PersonalizeOptions, personalize};
 
 use crate::generalize_cmd::{parse_format, parse_sid};
+use crate::output;
+use crate::progress_bar::{PhaseSpinner, ProgressMode};
 
 /// Flags of `reseal personalize`.
 #[derive(Args)]
@@ -43,20 +46,29 @@ pub struct PersonalizeArgs {
     /// Plan and report only; the image is not changed.
     #[arg(long)]
     dry_run: bool,
-    /// Print the report as JSON on standard output.
+    /// Print the report as JSON on standard output (one object,
+    /// docs/report.schema.json).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// When to draw the phase the run is in on standard error: `auto`
+    /// (when it is a terminal), `always` or `never`; never with --json,
+    /// -q or -v.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto, hide = true)]
+    progress: ProgressMode,
 }
 
 /// Runs `reseal personalize`.
-pub fn run_personalize(a: PersonalizeArgs) -> Result<ExitCode> {
+pub fn run_personalize(a: PersonalizeArgs, quiet: bool) -> Result<ExitCode> {
     let opts = PersonalizeOptions {
         name: a.name.clone(),
         sid: match &a.sid {
-            Some(s) => Some(s.parse().map_err(|e| anyhow::anyhow!("--sid {s}: {e}"))?),
+            Some(s) => Some(s.parse().map_err(|e| ResealError::InvalidInput {
+                what: format!("--sid {s}"),
+                message: format!("{e}"),
+            })?),
             None => None,
         },
         seed: a.seed,
@@ -68,27 +80,28 @@ pub fn run_personalize(a: PersonalizeArgs) -> Result<ExitCode> {
         crate::check_report_path(p)?;
     }
     let kind = crate::generalize_cmd::image_kind(&a.path, a.format)?;
-    let results = personalize(&a.path, Some(kind), &opts)?;
-    let doc = serde_json::json!({
-        "schema": 1,
-        "tool": "reseal",
-        "version": env!("CARGO_PKG_VERSION"),
-        "command": "personalize",
-        "input": a.path.display().to_string(),
-        "format": kind.name(),
-        "dry_run": a.dry_run,
-        "results": results,
-    });
-    let text = serde_json::to_string_pretty(&doc)?;
-    if let Some(p) = &a.report {
-        std::fs::write(p, format!("{text}\n"))
-            .with_context(|| format!("{}: write report", p.display()))?;
-    }
-    let mut out = std::io::stdout().lock();
+    let results = {
+        let spinner = PhaseSpinner::for_stderr(a.progress, a.json || quiet, "personalize");
+        let _s = tracing::info_span!("personalize").entered();
+        let r = personalize(&a.path, Some(kind), &opts);
+        drop(spinner);
+        r?
+    };
+    let doc = output::document(
+        "personalize",
+        serde_json::json!({
+            "input": a.path.display().to_string(),
+            "format": kind.name(),
+            "dry_run": a.dry_run,
+            "results": results,
+        }),
+    );
+    output::write_report(a.report.as_deref(), &output::to_text(&doc)?, !a.dry_run)?;
     if a.json {
-        writeln!(out, "{text}")?;
+        output::print_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let mut out = std::io::stdout().lock();
     for r in &results {
         writeln!(out, "{}", r.path.display())?;
         if !r.name.is_empty() {
@@ -121,5 +134,6 @@ pub fn run_personalize(a: PersonalizeArgs) -> Result<ExitCode> {
             "personalized"
         }
     )?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,8 @@ use reseal::image::ImageKind;
 use reseal::stamp::{CloneNames, DEFAULT_PATTERN, StampOptions, stamp};
 
 use crate::generalize_cmd::parse_format;
+use crate::output;
+use crate::progress_bar::{Bar, ProgressMode};
 
 /// Flags of `reseal stamp`.
 #[derive(Args)]
@@ -47,13 +49,24 @@ pub struct StampArgs {
     /// Stamp an image that is not generalized.
     #[arg(long)]
     force: bool,
-    /// Print the report as JSON.
+    /// Print the report as JSON (one object, docs/report.schema.json).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// When to draw the progress bar (clones finished) on standard error:
+    /// `auto` (when it is a terminal), `always` or `never`; never with
+    /// --json or -q.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto, hide = true)]
+    progress: ProgressMode,
 }
 
 /// Runs `reseal stamp`.
-pub fn run_stamp(a: StampArgs) -> Result<ExitCode> {
+pub fn run_stamp(a: StampArgs, quiet: bool) -> Result<ExitCode> {
+    if let Some(p) = &a.report {
+        crate::check_report_path(p)?;
+    }
     let names = match (a.names, a.name) {
         (Some(list), _) => CloneNames::List(list),
         (None, Some(p)) => CloneNames::Pattern(p),
@@ -70,20 +83,29 @@ pub fn run_stamp(a: StampArgs) -> Result<ExitCode> {
     opts.full = a.full;
     opts.kind = Some(kind);
     opts.force = a.force;
-    let report = stamp(&a.path, &opts).with_context(|| format!("stamping {}", a.path.display()))?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let doc = serde_json::json!({
-            "schema": 1,
-            "tool": "reseal",
-            "version": env!("CARGO_PKG_VERSION"),
-            "command": "stamp",
+    let bar = Bar::for_stderr(a.progress, a.json || quiet);
+    opts.progress = bar.as_ref().map(Bar::progress);
+    let report = {
+        let _s = tracing::info_span!("stamp", clones = count).entered();
+        let r = stamp(&a.path, &opts);
+        drop(bar);
+        r.with_context(|| format!("stamping {}", a.path.display()))?
+    };
+    let doc = output::document(
+        "stamp",
+        serde_json::json!({
+            "input": a.path.display().to_string(),
             "source": report.source,
             "format": report.format,
             "clones": report.clones,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }),
+    );
+    // The image is only read; the clones exist.
+    output::write_report(a.report.as_deref(), &output::to_text(&doc)?, false)?;
+    if a.json {
+        output::print_json(&doc)?;
     } else {
+        let mut out = std::io::stdout().lock();
         for c in &report.clones {
             let sids: Vec<&str> = c.sid.iter().map(|s| s.new.as_str()).collect();
             writeln!(
@@ -114,6 +136,7 @@ pub fn run_stamp(a: StampArgs) -> Result<ExitCode> {
             "{} clone(s) stamped; each keeps its name through specialize (registry, SECURITY PolAcDmN and the answer file's ComputerName)",
             report.clones.len()
         )?;
+        out.flush()?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,45 @@ fn copy(wim: &Path, tmp: &Path, name: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// The lines a terminal would show at the end: escape sequences applied
+/// the simple way (a cleared line is replaced by what follows it).
+fn screen(s: &str) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("\x1b[") {
+            let end = after.find(|ch: char| ch.is_ascii_alphabetic()).unwrap_or(0);
+            let (arg, cmd) = (&after[..end], &after[end..end + 1]);
+            match cmd {
+                "K" => cur.clear(),
+                "A" => {
+                    let n: usize = arg.parse().unwrap_or(1);
+                    for _ in 0..n {
+                        cur = lines.pop().unwrap_or_default();
+                    }
+                }
+                _ => {}
+            }
+            rest = &after[end + 1..];
+            continue;
+        }
+        match c {
+            '\r' => {}
+            '\n' => lines.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+        .into_iter()
+        .map(|l| l.trim_end().to_string())
+        .collect()
+}
+
 /// Standard output holds exactly one JSON document and nothing else.
 fn assert_only_json(run: &Run) {
     let v: Json = serde_json::from_str(&run.stdout)
@@ -155,32 +194,35 @@ fn forced_bar_goes_to_stderr_only() {
     assert_eq!(plain.code, 0, "{}", plain.stderr);
     assert_eq!(bar.code, 0, "{}", bar.stderr);
     assert_eq!(plain.stderr, "");
-    let dirs = |s: &str| s.replace(bar_dir.to_str().unwrap(), "DIR");
-    assert_eq!(
-        dirs(&bar.stdout),
-        plain.stdout.replace(plain_dir.to_str().unwrap(), "DIR")
-    );
-    assert!(bar.stderr.contains('\r'), "{:?}", bar.stderr);
+    // The same report, but for the folder and the run's time (reseal's
+    // record GeneralizedAt).
+    let same = |s: &str, dir: &Path| -> String {
+        s.replace(dir.to_str().unwrap(), "DIR")
+            .lines()
+            .filter(|l| !l.contains("GeneralizedAt"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(same(&bar.stdout, &bar_dir), same(&plain.stdout, &plain_dir));
+    // Every redraw of the line: the phases, each reaching 100%, with
+    // counts, a rate and an estimate.
     assert!(bar.stderr.ends_with('\n'), "{:?}", bar.stderr);
-    // What a terminal would show: each line as left by its last redraw.
-    let lines: Vec<&str> = bar
-        .stderr
-        .lines()
-        .map(|l| l.rsplit('\r').next().unwrap().trim_end())
-        .collect();
+    let redraws: Vec<&str> = bar.stderr.split(['\r', '\n']).collect();
     assert!(
-        lines
+        redraws
             .iter()
-            .any(|l| l.starts_with("updating image") && l.contains("100%")),
-        "{lines:?}"
+            .any(|l| l.contains("updating image") && l.contains("100%")),
+        "{redraws:?}"
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("writing data") && l.contains("100%")),
-        "{lines:?}"
-    );
-    assert!(lines.contains(&"writing metadata done"), "{lines:?}");
+    let data = redraws
+        .iter()
+        .find(|l| l.contains("writing data") && l.contains("100%"))
+        .unwrap_or_else(|| panic!("{redraws:?}"));
+    assert!(data.contains("/s") && data.contains("eta"), "{data}");
+    // What the terminal shows at the end: one line for the image, its
+    // last phase finished.
+    let shown = screen(&bar.stderr);
+    assert_eq!(shown, ["writing metadata done"], "{:?}", bar.stderr);
 
     let w = copy(&two, &bar_dir, "two.wim");
     let run = reseal(&[
@@ -197,5 +239,90 @@ fn forced_bar_goes_to_stderr_only() {
     for image in ["[1/2] writing data", "[2/2] writing data"] {
         assert!(run.stderr.contains(image), "{image}: {:?}", run.stderr);
     }
+    assert_eq!(
+        screen(&run.stderr),
+        ["[1/2] writing metadata done", "[2/2] writing metadata done"],
+        "{:?}",
+        run.stderr
+    );
     assert!(!run.stdout.contains('\r'));
+}
+
+/// `stamp` draws one overall bar (clones finished), forced here; none with
+/// --json or -q.
+#[test]
+fn stamp_draws_one_overall_bar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    build_windows_root(&root, None).unwrap();
+    // A generalized image is what stamp accepts.
+    let g = reseal(&["generalize", root.to_str().unwrap(), "--seed", "1"]);
+    assert_eq!(g.code, 0, "{}", g.stderr);
+    let out = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let r = root.to_str().unwrap();
+    let (o1, o2, o3) = (out("a"), out("b"), out("c"));
+    let run = reseal(&[
+        "stamp",
+        r,
+        "--out",
+        &o1,
+        "--count",
+        "3",
+        "--progress",
+        "always",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let shown = screen(&run.stderr);
+    assert_eq!(shown.len(), 1, "{:?}", run.stderr);
+    assert!(
+        shown[0].starts_with("stamping clones") && shown[0].contains("100%  3/3"),
+        "{shown:?}"
+    );
+    for (dir, extra) in [(&o2, "--json"), (&o3, "-q")] {
+        let run = reseal(&[
+            "stamp",
+            r,
+            "--out",
+            dir,
+            "--count",
+            "2",
+            "--progress",
+            "always",
+            extra,
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stderr, "", "{extra}");
+    }
+}
+
+/// Directories and disk images: a spinner names each phase of the run
+/// (forced here), and is cleared at the end; none with -q, -v or --json.
+#[test]
+fn phases_are_shown_for_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    build_windows_root(&root, None).unwrap();
+    let r = root.to_str().unwrap();
+    let run = reseal(&["generalize", r, "--dry-run", "--progress", "always"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for phase in ["load hives", "preflight", "plan"] {
+        assert!(
+            run.stderr.contains(&format!("generalize: {phase}")),
+            "{phase}: {:?}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        screen(&run.stderr),
+        Vec::<String>::new(),
+        "{:?}",
+        run.stderr
+    );
+    for extra in ["-q", "--json"] {
+        let run = reseal(&["generalize", r, "--dry-run", "--progress", "always", extra]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stderr, "", "{extra}");
+    }
+    let run = reseal(&["generalize", r, "--dry-run", "--progress", "always", "-v"]);
+    assert!(!run.stderr.contains("generalize: plan"), "{}", run.stderr);
 }

@@ -14,33 +14,40 @@ use crate::report::{InstallReport, Outcome, REPORT_SCHEMA_VERSION, RunReport};
 use crate::unattend::Unattend;
 use reseal_hive::Sid;
 
-/// Chooses the operations to run from the selection flags. Unknown names
-/// are an error that lists the known ones.
+/// Chooses the operations to run from the selection flags: the
+/// `--operations` list in virt-sysprep's grammar
+/// ([`operation_list`](crate::options::operation_list)), or the defaults
+/// with `--enable`/`--disable`. Unknown names are an error that lists the
+/// known ones.
 pub fn select_operations(sel: &Selection) -> Result<Vec<Box<dyn Operation>>> {
     let all = ops::all();
-    let known: Vec<&'static str> = all.iter().map(|o| o.name()).collect();
-    let names = sel
-        .only
+    let known: Vec<(&'static str, bool)> = all
         .iter()
-        .flatten()
-        .chain(&sel.enable)
-        .chain(&sel.disable);
-    for n in names {
-        if !known.iter().any(|k| k.eq_ignore_ascii_case(n)) {
+        .map(|o| (o.name(), o.default_enabled()))
+        .collect();
+    if let Some(list) = &sel.only {
+        let chosen = crate::options::operation_list(list, &known)?;
+        return Ok(all
+            .into_iter()
+            .filter(|o| chosen.contains(&o.name()))
+            .collect());
+    }
+    for n in sel.enable.iter().chain(&sel.disable) {
+        if !known.iter().any(|(k, _)| k.eq_ignore_ascii_case(n)) {
             return Err(ResealError::InvalidInput {
                 what: format!("operation {n:?}"),
-                message: format!("unknown operation; known: {}", known.join(", ")),
+                message: format!(
+                    "unknown operation; known: {}",
+                    known.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                ),
             });
         }
     }
     let has = |list: &[String], name: &str| list.iter().any(|n| n.eq_ignore_ascii_case(name));
     Ok(all
         .into_iter()
-        .filter(|o| match &sel.only {
-            Some(only) => has(only, o.name()),
-            None => {
-                (o.default_enabled() || has(&sel.enable, o.name())) && !has(&sel.disable, o.name())
-            }
+        .filter(|o| {
+            (o.default_enabled() || has(&sel.enable, o.name())) && !has(&sel.disable, o.name())
         })
         .collect())
 }
@@ -56,12 +63,16 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
         None => None,
     };
     let operations = select_operations(&options.selection)?;
-    let dirs = find_windows_dirs(backend)?;
+    let dirs = {
+        let _s = tracing::info_span!("discover").entered();
+        find_windows_dirs(backend)?
+    };
     if dirs.is_empty() {
         return Err(ResealError::NoInstall {
             root: backend.describe(),
         });
     }
+    tracing::info!(installs = dirs.len(), "found Windows installations");
     let mut report = RunReport {
         schema: REPORT_SCHEMA_VERSION,
         tool: "reseal",
@@ -78,9 +89,17 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
     let arms = operations.iter().any(|o| o.name() == "markers");
     let mut changes: Vec<FileChange> = Vec::new();
     for dir in dirs {
-        let install = load_install(backend, &dir);
-        let description = describe(&install, backend);
-        let findings = preflight(&install, backend, &description);
+        let _install_span = tracing::info_span!("install", dir = %dir).entered();
+        let install = {
+            let _s = tracing::info_span!("load hives").entered();
+            load_install(backend, &dir)
+        };
+        let (description, findings) = {
+            let _s = tracing::info_span!("preflight").entered();
+            let description = describe(&install, backend);
+            let findings = preflight(&install, backend, &description);
+            (description, findings)
+        };
         let refused_by: Vec<String> = findings
             .iter()
             .filter(|f| {
@@ -111,7 +130,9 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
                 options,
                 unattend: unattend.as_ref(),
             };
+            let plan_span = tracing::info_span!("plan").entered();
             for op in &operations {
+                let _s = tracing::debug_span!("operation", name = op.name()).entered();
                 let plan = op.plan(&ctx)?;
                 entry.edits.extend(plan.edits);
                 entry.not_done.extend(plan.not_done);
@@ -132,7 +153,10 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
                         .push(crate::report::shared_sid_notice(&report.input, sid));
                 }
             }
+            drop(plan_span);
+            tracing::info!(edits = entry.edits.len(), "planned");
             if !options.dry_run && !entry.edits.is_empty() {
+                let _s = tracing::info_span!("apply and check").entered();
                 let applied = apply(&install, &entry.edits)?;
                 entry.files_changed = applied.changes.len();
                 entry.hives_written = applied.hives_written;
@@ -154,6 +178,7 @@ pub fn generalize(backend: &mut dyn Backend, options: &GeneralizeOptions) -> Res
     }
     if !options.dry_run && !changes.is_empty() {
         request_file_security_rewrite(backend, &report);
+        let _s = tracing::info_span!("commit", files = changes.len()).entered();
         backend.commit(&changes)?;
         for i in &mut report.installs {
             if i.files_changed == 0 {

@@ -40,6 +40,8 @@ pub enum Phase {
     /// Checking a file against its integrity table (counted in bytes of
     /// the file).
     VerifyIntegrity,
+    /// Making the clones of `reseal stamp` (counted in clones finished).
+    Stamp,
 }
 
 impl Phase {
@@ -51,6 +53,7 @@ impl Phase {
             Phase::WriteMetadata => "writing metadata",
             Phase::CalcIntegrity => "integrity table",
             Phase::VerifyIntegrity => "verifying integrity",
+            Phase::Stamp => "stamping clones",
         }
     }
 }

@@ -47,6 +47,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+
+use crate::progress::{Phase, Progress, ProgressEvent};
 use serde::Serialize;
 
 use crate::backend::dir::DirBackend;
@@ -91,6 +93,9 @@ pub struct StampOptions {
     pub kind: Option<ImageKind>,
     /// Stamp an image that is not generalized.
     pub force: bool,
+    /// Where to report progress: one [`Phase::Stamp`] phase whose steps
+    /// are the clones finished.
+    pub progress: Option<Progress>,
 }
 
 impl StampOptions {
@@ -105,6 +110,7 @@ impl StampOptions {
             full: false,
             kind: None,
             force: false,
+            progress: None,
         }
     }
 }
@@ -453,6 +459,17 @@ pub fn stamp(src: &Path, opts: &StampOptions) -> Result<StampReport> {
             ));
         }
     }
+    let total = names.len() as u64;
+    let finished = std::sync::atomic::AtomicU64::new(0);
+    let report = |e: ProgressEvent| {
+        if let Some(p) = &opts.progress {
+            p.emit(e);
+        }
+    };
+    report(ProgressEvent::Begin {
+        phase: Phase::Stamp,
+    });
+    report(ProgressEvent::Steps { done: 0, total });
     let results: Vec<Result<StampedClone>> = names
         .par_iter()
         .zip(dsts.par_iter())
@@ -497,9 +514,14 @@ pub fn stamp(src: &Path, opts: &StampOptions) -> Result<StampReport> {
             if made.is_err() {
                 remove_any(&tmp);
             }
+            let done = finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            report(ProgressEvent::Steps { done, total });
             made
         })
         .collect();
+    report(ProgressEvent::End {
+        phase: Phase::Stamp,
+    });
     let mut clones = Vec::with_capacity(results.len());
     let mut first_err = None;
     for r in results {
