@@ -229,8 +229,8 @@ pub fn parse_sid(s: &str) -> Result<String, String> {
 pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
     let unattend = match &a.unattend {
         Some(p) => {
-            let bytes =
-                std::fs::read(p).with_context(|| format!("{}: read answer file", p.display()))?;
+            // An answer file is a few KiB; 16 MiB is far beyond any real one.
+            let bytes = reseal::backend::dir::read_regular_file(p, 16 << 20, "the answer file")?;
             Some((p.display().to_string(), bytes))
         }
         None => None,

@@ -17,6 +17,15 @@
 //! these lookups are cached between commits (a commit clears the cache); the
 //! tree must not be changed behind the backend's back while it is open.
 //!
+//! # Reading
+//!
+//! Only regular files are read: a path that resolves to a directory, FIFO,
+//! device or socket is refused with [`ResealError::UnsafePath`] naming the
+//! host path and the kind of file, checked before opening and again on the
+//! opened handle (opened non-blocking, so a FIFO never waits for a writer).
+//! A read returns at most the file's size at opening; a file that grows
+//! meanwhile is refused.
+//!
 //! # Links
 //!
 //! Symbolic links (wimlib applies junctions as symlinks) are followed only
@@ -495,6 +504,153 @@ impl DirBackend {
     }
 }
 
+/// What kind of non-regular file `meta` describes, for messages.
+fn kind_of(meta: &Metadata) -> &'static str {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return "a directory";
+    }
+    if ft.is_symlink() {
+        return "a symbolic link";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if ft.is_char_device() {
+            return "a character device";
+        }
+        if ft.is_block_device() {
+            return "a block device";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a regular file"
+}
+
+/// The refusal for a path whose host file is not a regular file.
+fn not_regular(path: &str, host: &Path, meta: &Metadata) -> ResealError {
+    unsafe_path(
+        path,
+        format!(
+            "{} is {}; only regular files are read from an image",
+            host.display(),
+            kind_of(meta)
+        ),
+    )
+}
+
+/// Opens `host` for reading without blocking on special files (a FIFO
+/// opened for reading would wait for a writer).
+fn open_nonblocking(host: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    opts.open(host)
+}
+
+/// Reads a regular host file of at most `limit` bytes, such as an answer
+/// file given on the command line: a directory, FIFO, device or socket is
+/// refused without being read (a FIFO is never waited on), and so is a
+/// file longer than `limit`. `what` names the file's role in messages.
+pub fn read_regular_file(host: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let refuse = |message: String| ResealError::InvalidInput {
+        what: host.display().to_string(),
+        message,
+    };
+    let file = open_nonblocking(host).map_err(|e| io_err(host, "open file", e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| io_err(host, "read metadata", e))?;
+    if !meta.is_file() {
+        return Err(refuse(format!(
+            "{what} is {}; only a regular file is read",
+            kind_of(&meta)
+        )));
+    }
+    if meta.len() > limit {
+        return Err(refuse(format!(
+            "{what} is {} bytes, over the limit of {limit} bytes",
+            meta.len()
+        )));
+    }
+    let mut buf = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| io_err(host, "read file", e))?;
+    if u64::try_from(buf.len()).unwrap_or(u64::MAX) > limit {
+        return Err(refuse(format!(
+            "{what} grew past the limit of {limit} bytes while being read"
+        )));
+    }
+    Ok(buf)
+}
+
+impl DirBackend {
+    /// Reads a regular file of the image: the whole file, or at most `limit`
+    /// bytes from its start. Anything else (directory, FIFO, device, socket)
+    /// is refused with [`ResealError::UnsafePath`] naming the host path,
+    /// before it is opened and again on the opened handle (so a name
+    /// swapped for a special file in between is caught too). A file never
+    /// yields more bytes than its size when it was opened: one that grows
+    /// while being read is refused rather than read without end.
+    fn read_regular(&self, path: &str, limit: Option<u64>) -> Result<Vec<u8>> {
+        let (host, meta) = self.resolve_existing(path)?;
+        if !meta.is_file() {
+            return Err(not_regular(path, &host, &meta));
+        }
+        let file = open_nonblocking(&host).map_err(|e| io_err(&host, "open file", e))?;
+        let opened = file
+            .metadata()
+            .map_err(|e| io_err(&host, "read metadata", e))?;
+        if !opened.is_file() {
+            return Err(not_regular(path, &host, &opened));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+                return Err(unsafe_path(
+                    path,
+                    format!(
+                        "{} was replaced by another file while being opened",
+                        host.display()
+                    ),
+                ));
+            }
+        }
+        let size = opened.len();
+        let want = limit.map_or(size, |l| l.min(size));
+        let mut buf = Vec::with_capacity(usize::try_from(want.min(64 << 20)).unwrap_or(0));
+        // One byte past the expected length tells a growing file apart.
+        file.take(want.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(&host, "read file", e))?;
+        if u64::try_from(buf.len()).unwrap_or(u64::MAX) > want {
+            if limit.is_some_and(|l| l <= size) {
+                buf.truncate(usize::try_from(want).unwrap_or(0));
+            } else {
+                return Err(unsafe_path(
+                    path,
+                    format!(
+                        "{} grew past its size of {size} bytes while being read",
+                        host.display()
+                    ),
+                ));
+            }
+        }
+        Ok(buf)
+    }
+}
+
 /// One undoable thing a commit did.
 enum Undo {
     /// A directory was created.
@@ -964,20 +1120,11 @@ impl Backend for DirBackend {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
-        let (host, _) = self.resolve_existing(path)?;
-        fs::read(&host).map_err(|e| io_err(&host, "read file", e))
+        self.read_regular(path, None)
     }
 
     fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
-        let (host, meta) = self.resolve_existing(path)?;
-        let file = File::open(&host).map_err(|e| io_err(&host, "open file", e))?;
-        let want = u64::try_from(len).unwrap_or(u64::MAX);
-        let cap = want.min(meta.len()).min(16 << 20);
-        let mut buf = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
-        file.take(want)
-            .read_to_end(&mut buf)
-            .map_err(|e| io_err(&host, "read file", e))?;
-        Ok(buf)
+        self.read_regular(path, Some(u64::try_from(len).unwrap_or(u64::MAX)))
     }
 
     fn commit(&mut self, changes: &[FileChange]) -> Result<()> {
