@@ -265,3 +265,121 @@ fn answer_files_must_be_small_regular_files() {
     assert!(e.to_string().contains("over the limit"), "{e}");
     assert_eq!(read_regular_file(&big, 4096, "x").unwrap().len(), 2048);
 }
+
+/// Every machine hive a run needs (SYSTEM aside, which marks the install)
+/// that is missing, a directory, unreadable, or a link leaving the root is
+/// a refusal naming the path, and the RegBack copy stays.
+#[test]
+fn missing_or_misplaced_machine_hives_refuse_the_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside-SOFTWARE");
+    fs::write(&outside, b"not a hive").unwrap();
+    let root_user = fs::metadata("/proc/self")
+        .map(|_| {
+            std::process::Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+        })
+        .unwrap_or(false);
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("SOFTWARE", "missing", "not found"),
+        ("SAM", "missing", "not found"),
+        ("SECURITY", "missing", "not found"),
+        ("SAM", "dir", "directory"),
+        ("SECURITY", "dir", "directory"),
+        ("SOFTWARE", "dir", "directory"),
+        ("SOFTWARE", "link-out", "out of the image root"),
+        ("SAM", "unreadable", "ermission"),
+    ];
+    for (i, (name, how, word)) in cases.into_iter().enumerate() {
+        if how == "unreadable" && root_user {
+            // Mode 000 does not stop root; the other cases still run.
+            continue;
+        }
+        let root = fresh_root(tmp.path(), &format!("r{i}"));
+        let p = config(&root, name);
+        match how {
+            "missing" => fs::remove_file(&p).unwrap(),
+            "dir" => {
+                fs::remove_file(&p).unwrap();
+                fs::create_dir(&p).unwrap();
+            }
+            "link-out" => {
+                fs::remove_file(&p).unwrap();
+                std::os::unix::fs::symlink(&outside, &p).unwrap();
+            }
+            "unreadable" => fs::set_permissions(&p, fs::Permissions::from_mode(0)).unwrap(),
+            _ => unreachable!(),
+        }
+        assert_refused(&root, &[&format!(r"config\{name}"), word]);
+        assert!(
+            config(&root, &format!(r"RegBack\{name}")).is_file(),
+            "{name} {how}: the RegBack copy was deleted"
+        );
+    }
+}
+
+/// Names under Prefetch that hold `\`, `:`, `..` or control characters do
+/// not make the run refuse: the addressable ones are handled as literal
+/// names (deleted like any prefetch file), the others are left in place and
+/// named in the report; nothing outside Prefetch is touched because of
+/// them.
+#[test]
+fn odd_names_under_prefetch_are_handled_literally_or_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fresh_root(tmp.path(), "odd");
+    let prefetch = host(&root, r"Windows\Prefetch");
+    fs::create_dir_all(&prefetch).unwrap();
+    // A decoy that `..\SYSTEM.pf` read as a path would reach.
+    let decoy = host(&root, r"Windows\SYSTEM.pf");
+    fs::write(&decoy, b"decoy").unwrap();
+    let unaddressable = [r"..\SYSTEM.pf", r"a\b.pf", "c:d.pf"];
+    let literal = ["..x.pf", "ctl\u{1}\u{7f}.pf", "APP-1234.pf"];
+    for n in unaddressable.iter().chain(literal.iter()) {
+        fs::write(prefetch.join(n), b"MAM\x04").unwrap();
+    }
+    let report = run(&root).expect("the run must not fail");
+    assert_eq!(report.outcome, Outcome::Done, "{report:#?}");
+    for n in unaddressable {
+        assert!(prefetch.join(n).exists(), "{n:?} was removed");
+    }
+    for n in literal {
+        assert!(!prefetch.join(n).exists(), "{n:?} was not deleted");
+    }
+    assert_eq!(fs::read(&decoy).unwrap(), b"decoy");
+    let caveats: Vec<&str> = report
+        .installs
+        .iter()
+        .flat_map(|i| i.not_done.iter().map(|n| n.message.as_str()))
+        .collect();
+    for n in unaddressable {
+        assert!(
+            caveats.iter().any(|c| c.contains(n)),
+            "{n:?} is not reported: {caveats:#?}"
+        );
+    }
+}
+
+/// A `Users` folder that is a link leading out of the root is reported as a
+/// refusal naming the profile, not a run that silently skips every profile.
+#[test]
+fn users_link_out_of_the_root_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fresh_root(tmp.path(), "users");
+    let outside = tmp.path().join("outside-users");
+    fs::rename(root.join("Users"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("Users")).unwrap();
+    assert_refused(&root, &["Users", "out of the image root"]);
+    let b = DirBackend::open(&root).unwrap();
+    let install = load_install(&b, "Windows");
+    assert!(
+        install
+            .load_errors
+            .iter()
+            .any(|e| matches!(&e.id, HiveId::NtUser(d) if d.starts_with("Users"))),
+        "{:?}",
+        install.load_errors
+    );
+}

@@ -12,8 +12,11 @@
 //! Each component is looked up case-insensitively, as NTFS does: an exact
 //! match wins; otherwise the directory is listed and the first entry, in
 //! byte order of the host names, whose name is equal under simple Unicode
-//! upper-casing is taken. Host names that are not valid UTF-8 can only be
-//! reached by an exact match and are left out of listings. Listings used for
+//! upper-casing is taken. Host names that are not valid UTF-8, or that hold
+//! `\` or `:` (legal on Linux, but not one component of an image path), are
+//! left out of listings and so left alone; they are named in the run report
+//! ([`Backend::commit_caveats`]). Other odd names (control characters, a
+//! leading `..` followed by more characters) are ordinary components. Listings used for
 //! these lookups are cached between commits (a commit clears the cache); the
 //! tree must not be changed behind the backend's back while it is open.
 //!
@@ -97,6 +100,9 @@ pub struct DirBackend {
     fail_after: Option<usize>,
     last_steps: usize,
     listings: Mutex<HashMap<PathBuf, Listing>>,
+    /// Host entries left out of listings because no image path can name
+    /// them (not UTF-8, or holding `\` or `:`), for the run report.
+    unnamed: Mutex<BTreeSet<PathBuf>>,
 }
 
 /// Where a changed path lands on the host.
@@ -269,6 +275,7 @@ impl DirBackend {
             fail_after: None,
             last_steps: 0,
             listings: Mutex::new(HashMap::new()),
+            unnamed: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -501,6 +508,23 @@ impl DirBackend {
             name,
             existing,
         })
+    }
+}
+
+/// Whether a host name can be one component of an image path: image paths
+/// split at `\` and `/` and refuse `:`, so a host name holding `\` or `:`
+/// (legal on Linux) could only be reached as some other path.
+fn addressable(name: &str) -> bool {
+    !name.contains(['\\', ':'])
+}
+
+impl DirBackend {
+    /// Remembers a host entry that listings leave out.
+    fn note_unnamed(&self, full: PathBuf) {
+        match self.unnamed.lock() {
+            Ok(mut g) => g.insert(full),
+            Err(p) => p.into_inner().insert(full),
+        };
     }
 }
 
@@ -1087,10 +1111,11 @@ impl Backend for DirBackend {
         for entry in fs::read_dir(&host).map_err(|e| io_err(&host, "list directory", e))? {
             let entry = entry.map_err(|e| io_err(&host, "list directory", e))?;
             let os = entry.file_name();
-            let Some(name) = os.to_str() else {
+            let full = host.join(&os);
+            let Some(name) = os.to_str().filter(|n| addressable(n)) else {
+                self.note_unnamed(full);
                 continue;
             };
-            let full = host.join(&os);
             let meta =
                 fs::symlink_metadata(&full).map_err(|e| io_err(&full, "read metadata", e))?;
             let (is_dir, size) = if meta.file_type().is_symlink() {
@@ -1109,6 +1134,47 @@ impl Backend for DirBackend {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    fn commit_caveats(&self, _sid_changed: bool) -> Vec<String> {
+        let unnamed = match self.unnamed.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if unnamed.is_empty() {
+            return Vec::new();
+        }
+        let shown: Vec<String> = unnamed
+            .iter()
+            .take(10)
+            .map(|p| {
+                let shown: String = p
+                    .display()
+                    .to_string()
+                    .chars()
+                    .flat_map(|c| {
+                        let esc: Vec<char> = if c.is_control() {
+                            c.escape_default().collect()
+                        } else {
+                            vec![c]
+                        };
+                        esc
+                    })
+                    .collect();
+                format!("\"{shown}\"")
+            })
+            .collect();
+        let more = unnamed.len().saturating_sub(shown.len());
+        vec![format!(
+            "{} host name(s) under the root cannot be named by an image path (not UTF-8, or holding `\\` or `:`) and were left as they are: {}{}",
+            unnamed.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )]
     }
 
     fn exists(&self, path: &str) -> bool {
