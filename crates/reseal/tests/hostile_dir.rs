@@ -310,7 +310,7 @@ fn missing_or_misplaced_machine_hives_refuse_the_run() {
                 fs::remove_file(&p).unwrap();
                 std::os::unix::fs::symlink(&outside, &p).unwrap();
             }
-            "unreadable" => fs::set_permissions(&p, fs::Permissions::from_mode(0)).unwrap(),
+            "unreadable" => fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap(),
             _ => unreachable!(),
         }
         assert_refused(&root, &[&format!(r"config\{name}"), word]);
