@@ -201,7 +201,23 @@ pub fn log_paths(backend: &dyn Backend, path: &str) -> Vec<String> {
     out
 }
 
-/// Loads one hive with its logs.
+/// Refuses a hive or log whose host file has other names (hard links): the
+/// run rewrites hives and resets their logs, and a write in place would
+/// reach every other name of the file, possibly outside the image.
+fn refuse_shared(backend: &dyn Backend, path: &str) -> Result<(), String> {
+    let links = backend.link_count(path).map_err(|e| e.to_string())?;
+    if links > 1 {
+        return Err(format!(
+            "{path} has {links} hard links (its contents are shared with {} other name(s), possibly outside the image); a hive or log is never written through a shared file: break the link (copy the file over itself) and run again",
+            links - 1
+        ));
+    }
+    Ok(())
+}
+
+/// Loads one hive with its logs. A hive or log that is not a regular file,
+/// is over its size limit (see the module documentation) or has more than
+/// one hard link is a load error.
 pub fn load(backend: &dyn Backend, id: HiveId, path: &str) -> Result<LoadedHive, HiveLoadError> {
     let fail = |dirty: bool, message: String| HiveLoadError {
         id: id.clone(),
@@ -209,6 +225,7 @@ pub fn load(backend: &dyn Backend, id: HiveId, path: &str) -> Result<LoadedHive,
         dirty_without_logs: dirty,
         message,
     };
+    refuse_shared(backend, path).map_err(|m| fail(false, m))?;
     let bytes = read_hive_file(backend, path).map_err(|m| fail(false, m))?;
     let hive_len = claimed_hive_len(&bytes)
         .unwrap_or(0)
@@ -217,6 +234,7 @@ pub fn load(backend: &dyn Backend, id: HiveId, path: &str) -> Result<LoadedHive,
     let logs = log_paths(backend, path);
     let mut files = Vec::new();
     for l in &logs {
+        refuse_shared(backend, l).map_err(|m| fail(false, m))?;
         let what = format!("the transaction log {l}");
         let b = read_capped(backend, l, log_limit(hive_len), &what).map_err(|m| fail(false, m))?;
         files.push(LogFile {

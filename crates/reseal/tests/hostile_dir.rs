@@ -383,3 +383,51 @@ fn users_link_out_of_the_root_is_reported() {
         install.load_errors
     );
 }
+
+/// A hive or a .LOG1 hard-linked to a file outside the root is refused at
+/// load time, and the outside file keeps its bytes (the run would otherwise
+/// reset the log in place, truncating the shared inode).
+#[test]
+fn hard_linked_hives_and_logs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, name) in ["SYSTEM.LOG1", "SOFTWARE.LOG2", "SAM", "SOFTWARE"]
+        .iter()
+        .enumerate()
+    {
+        let root = fresh_root(tmp.path(), &format!("r{i}"));
+        let outside = tmp.path().join(format!("precious-{i}"));
+        let p = config(&root, name);
+        // The outside file takes the hive's or log's bytes so that a run
+        // reading it through the link would find a valid file.
+        fs::copy(&p, &outside).unwrap();
+        let mut original = fs::read(&outside).unwrap();
+        if original.is_empty() {
+            // An empty log would be truncated to the same empty state:
+            // give it bytes so a truncation would show.
+            original = b"outside data that must survive".to_vec();
+            fs::write(&outside, &original).unwrap();
+            fs::write(&p, b"").unwrap();
+            fs::remove_file(&p).unwrap();
+            fs::hard_link(&outside, &p).unwrap();
+        } else {
+            fs::remove_file(&p).unwrap();
+            fs::hard_link(&outside, &p).unwrap();
+        }
+        let before = tree_state(&root);
+        let report = run(&root).expect("refused, not failed");
+        assert_eq!(report.outcome, Outcome::Refused, "{name}: {report:#?}");
+        let messages: Vec<&str> = report
+            .installs
+            .iter()
+            .flat_map(|i| i.findings.iter().map(|f| f.message.as_str()))
+            .collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains(name) && m.contains("hard links")),
+            "{name}: {messages:#?}"
+        );
+        assert_eq!(fs::read(&outside).unwrap(), original, "{name}");
+        assert!(before == tree_state(&root), "{name}: the tree changed");
+    }
+}

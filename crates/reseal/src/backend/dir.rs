@@ -39,8 +39,11 @@
 //! Links in the middle of a changed path are followed under the same rule.
 //! Listings show links as they are named; one that cannot be followed is
 //! listed as a file of size 0.
-//! Hard links cannot be told apart from plain files; a `Truncate` acts on the
-//! shared contents as it would on NTFS, a `Write` replaces only the name.
+//! [`Backend::link_count`] gives a file's hard-link count, so that callers
+//! can refuse to write a file whose contents other names share (hives and
+//! their logs are refused at load time, see [`crate::hives::load`]); at
+//! commit, a `Truncate` acts on the shared contents as it would on NTFS, a
+//! `Write` replaces only the name.
 //!
 //! # Commit
 //!
@@ -1175,6 +1178,20 @@ impl Backend for DirBackend {
                 String::new()
             }
         )]
+    }
+
+    fn link_count(&self, path: &str) -> Result<u64> {
+        let (_, meta) = self.resolve_existing(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(meta.nlink())
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Ok(1)
+        }
     }
 
     fn exists(&self, path: &str) -> bool {
