@@ -88,6 +88,9 @@ fn open_wim(
     index: Option<ImageSelector>,
     output: Option<PathBuf>,
 ) -> Result<WimBackend> {
+    if let Some(out) = &output {
+        reseal::backend::wim::refuse_output_onto_input(path, out)?;
+    }
     let b = WimBackend::open(path, index.unwrap_or(ImageSelector::Index(1)))
         .map_err(|e| bad_wim(path, e))?;
     Ok(b.with_output(output))
@@ -101,6 +104,15 @@ fn bad_wim(path: &Path, e: ResealError) -> anyhow::Error {
                 "cannot {action} ({source}); expected a WIM file (.wim, .esd) that wimlib can read, holding a Windows image"
             ),
             ResealError::InvalidInput { message, .. } => message.clone(),
+            ResealError::DiskFormat {
+                offset,
+                what,
+                expected,
+                found,
+                ..
+            } => format!(
+                "{what} at offset {offset}: expected {expected}, found {found}; expected a WIM file (.wim, .esd) whose resources lie within it"
+            ),
             other => other.to_string(),
         };
         anyhow::Error::from(ResealError::InvalidInput {
@@ -293,7 +305,9 @@ pub fn run_generalize(a: GeneralizeArgs) -> Result<ExitCode> {
             progress,
         )
         .map_err(|e| match e {
-            e @ (ResealError::Io { .. } | ResealError::InvalidInput { .. }) => bad_wim(&a.path, e),
+            e @ (ResealError::Io { .. }
+            | ResealError::InvalidInput { .. }
+            | ResealError::DiskFormat { .. }) => bad_wim(&a.path, e),
             other => other.into(),
         });
         drop(bar);

@@ -23,6 +23,7 @@ use crate::report::RunReport;
 
 /// The number of images in the WIM at `path`.
 pub fn image_count(path: &Path) -> Result<u32> {
+    super::layout::check(path)?;
     let wim = super::ffi::Wim::open(path).map_err(|e| wim_err(path, "open the WIM", e))?;
     Ok(wim
         .info()
@@ -88,6 +89,9 @@ pub fn generalize_all_images_with_progress(
     options: &GeneralizeOptions,
     progress: Option<Progress>,
 ) -> Result<Vec<RunReport>> {
+    if let Some(out) = &output {
+        super::refuse_output_onto_input(path, out)?;
+    }
     let count = image_count(path)?;
     if count == 0 {
         return Err(ResealError::InvalidInput {
