@@ -31,6 +31,10 @@ const FIRST_USER: u64 = 16;
 /// Low 48 bits of an MFT reference: the record number.
 const MREF_MASK: u64 = 0xFFFF_FFFF_FFFF;
 
+/// The largest file [`NtfsWriter::read`] returns (1 GiB): the files read
+/// back through it are hives and small system files.
+pub const READ_MAX_BYTES: u64 = 1 << 30;
+
 /// A mounted NTFS volume, written through libntfs-3g.
 pub struct NtfsWriter<D: BlockDevice + 'static> {
     vol: Volume<D>,
@@ -190,13 +194,14 @@ impl<D: BlockDevice + 'static> NtfsWriter<D> {
         Ok(self.resolve(path)?.is_some())
     }
 
-    /// Reads the unnamed data stream of `path`.
+    /// Reads the unnamed data stream of `path`, sized from its attribute; a
+    /// stream over [`READ_MAX_BYTES`] is an error, never an allocation.
     pub fn read(&mut self, path: &str) -> Result<Vec<u8>> {
         let ni = self.resolve(path)?.ok_or_else(|| ResealError::NotFound {
             path: path.to_string(),
         })?;
         self.vol
-            .read_data(&ni, usize::MAX >> 1)
+            .read_data(&ni, READ_MAX_BYTES)
             .map_err(|e| self.err(path, "read", e))
     }
 
