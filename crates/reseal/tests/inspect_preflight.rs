@@ -877,7 +877,7 @@ fn corpus() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("notice: corpus not found at {}; skipping", dir.display());
+        reseal_testkit::require(false, &format!("the shared corpus at {}", dir.display()));
         None
     }
 }
@@ -886,15 +886,18 @@ fn xz(path: &Path) -> Option<Vec<u8>> {
     match Command::new("xz").arg("-dc").arg(path).output() {
         Ok(out) if out.status.success() => Some(out.stdout),
         Ok(out) => {
-            eprintln!(
-                "notice: xz -dc {} failed ({}); skipping",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
+            reseal_testkit::require(
+                false,
+                &format!(
+                    "a working `xz -dc {}` ({})",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
             );
             None
         }
         Err(e) => {
-            eprintln!("notice: xz not available ({e}); skipping");
+            reseal_testkit::require(false, &format!("the command `xz` ({e})"));
             None
         }
     }
@@ -1039,7 +1042,7 @@ fn corpus_dirty_security_without_logs_is_refused() {
     let Some(c) = corpus() else { return };
     let Ok(sec) = std::fs::read(c.join("EricZimmerman-Registry/Registry.Test/Hives/SECURITY"))
     else {
-        eprintln!("notice: EricZimmerman SECURITY missing; skipping");
+        reseal_testkit::require(false, "the corpus file EricZimmerman SECURITY");
         return;
     };
     let mut b = Img::clean().backend();

@@ -15,8 +15,10 @@ use reseal_testkit::have;
 /// A fresh NTFS volume image of `mb` MiB, or `None` (with a notice) when
 /// mkntfs is missing.
 fn volume(dir: &Path, mb: u64) -> Option<PathBuf> {
-    if !have("mkntfs") || !have("ntfscat") {
-        eprintln!("SKIP: mkntfs/ntfscat not installed (cargo xtask setup installs ntfs-3g)");
+    if !reseal_testkit::require(
+        have("mkntfs") && have("ntfscat"),
+        "mkntfs and ntfscat (cargo xtask setup installs ntfs-3g)",
+    ) {
         return None;
     }
     let p = dir.join("vol.img");
