@@ -148,6 +148,7 @@ fn a_wim_failing_verification_is_refused_unmodified() {
         .unwrap();
     assert!(!verify.status.success(), "wimlib-imagex verify passes it");
     refused(&wim, &[], &["verification", "not modified"]);
+    refused(&wim, &["--index", "all"], &["verification", "not modified"]);
 }
 
 /// `--output` naming the input (same path, through a symbolic link, or a
@@ -168,6 +169,11 @@ fn output_onto_the_input_is_refused() {
         refused(
             &wim,
             &["--output", out.to_str().unwrap()],
+            &["the output is the input WIM"],
+        );
+        refused(
+            &wim,
+            &["--index", "all", "--output", out.to_str().unwrap()],
             &["the output is the input WIM"],
         );
     }

@@ -122,6 +122,9 @@ pub fn generalize_all_images_with_progress(
                 .with_output(output.clone())
                 .with_rebuild(rebuild)
                 .with_progress(progress.clone());
+            // The WIM is verified once, before the first write; later images
+            // go into the file that write produced.
+            b.verified = !written.is_empty();
             if let Some(p) = &progress {
                 p.emit(ProgressEvent::Image { index: i, count });
             }
