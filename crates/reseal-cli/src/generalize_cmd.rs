@@ -93,6 +93,9 @@ fn open_wim(
     index: Option<ImageSelector>,
     output: Option<PathBuf>,
 ) -> Result<WimBackend> {
+    if let Some(out) = &output {
+        reseal::backend::wim::refuse_output_onto_input(path, out)?;
+    }
     let b = WimBackend::open(path, index.unwrap_or(ImageSelector::Index(1)))
         .map_err(|e| bad_wim(path, e))?;
     Ok(b.with_output(output))
@@ -106,6 +109,15 @@ fn bad_wim(path: &Path, e: ResealError) -> anyhow::Error {
                 "cannot {action} ({source}); expected a WIM file (.wim, .esd) that wimlib can read, holding a Windows image"
             ),
             ResealError::InvalidInput { message, .. } => message.clone(),
+            ResealError::DiskFormat {
+                offset,
+                what,
+                expected,
+                found,
+                ..
+            } => format!(
+                "{what} at offset {offset}: expected {expected}, found {found}; expected a WIM file (.wim, .esd) whose resources lie within it"
+            ),
             other => other.to_string(),
         };
         anyhow::Error::from(ResealError::InvalidInput {
@@ -294,10 +306,8 @@ fn overall(reports: &[(Target, RunReport)]) -> Outcome {
 pub fn run_generalize(a: GeneralizeArgs, quiet: bool) -> Result<ExitCode> {
     let unattend = match &a.unattend {
         Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| ResealError::InvalidInput {
-                what: p.display().to_string(),
-                message: format!("--unattend: cannot read the answer file ({e})"),
-            })?;
+            // An answer file is a few KiB; 16 MiB is far beyond any real one.
+            let bytes = reseal::backend::dir::read_regular_file(p, 16 << 20, "the answer file")?;
             Some((p.display().to_string(), bytes))
         }
         None => None,
@@ -364,61 +374,62 @@ pub fn run_generalize(a: GeneralizeArgs, quiet: bool) -> Result<ExitCode> {
     };
     let progress = bar.as_ref().map(Bar::progress);
     let span = tracing::info_span!("generalize").entered();
-    let reports: Result<Vec<(Target, RunReport)>> = if is_wim
-        && matches!(a.index, Some(IndexArg::All))
-    {
-        generalize_all_images_with_progress(
-            &a.path,
-            a.output.clone(),
-            a.rebuild,
-            &options,
-            progress,
-        )
-        .map(|rs| {
-            (1..)
-                .zip(rs)
-                .map(|(i, r)| (Target::Image(i.to_string()), r))
-                .collect()
-        })
-        .map_err(|e| match e {
-            e @ (ResealError::Io { .. } | ResealError::InvalidInput { .. }) => bad_wim(&a.path, e),
-            other => other.into(),
-        })
-    } else if is_disk && a.partition.is_none() {
-        generalize_disk(&a.path, &options)
+    let reports: Result<Vec<(Target, RunReport)>> =
+        if is_wim && matches!(a.index, Some(IndexArg::All)) {
+            generalize_all_images_with_progress(
+                &a.path,
+                a.output.clone(),
+                a.rebuild,
+                &options,
+                progress,
+            )
             .map(|rs| {
-                rs.into_iter()
-                    .map(|(n, r)| (Target::Partition(n), r))
+                (1..)
+                    .zip(rs)
+                    .map(|(i, r)| (Target::Image(i.to_string()), r))
                     .collect()
             })
-            .map_err(Into::into)
-    } else {
-        (|| {
-            let (target, mut backend): (Target, Box<dyn Backend>) = if is_wim {
-                let index = match a.index {
-                    Some(IndexArg::One(s)) => Some(s),
-                    _ => None,
+            .map_err(|e| match e {
+                e @ (ResealError::Io { .. }
+                | ResealError::InvalidInput { .. }
+                | ResealError::DiskFormat { .. }) => bad_wim(&a.path, e),
+                other => other.into(),
+            })
+        } else if is_disk && a.partition.is_none() {
+            generalize_disk(&a.path, &options)
+                .map(|rs| {
+                    rs.into_iter()
+                        .map(|(n, r)| (Target::Partition(n), r))
+                        .collect()
+                })
+                .map_err(Into::into)
+        } else {
+            (|| {
+                let (target, mut backend): (Target, Box<dyn Backend>) = if is_wim {
+                    let index = match a.index {
+                        Some(IndexArg::One(s)) => Some(s),
+                        _ => None,
+                    };
+                    let target = Target::Image(
+                        index
+                            .as_ref()
+                            .map(selector_text)
+                            .unwrap_or_else(|| "1".to_string()),
+                    );
+                    let b = open_wim(&a.path, index, a.output.clone())?
+                        .with_rebuild(a.rebuild)
+                        .with_progress(progress);
+                    (target, Box::new(b))
+                } else if is_disk {
+                    let b = open_disk(&a.path, a.partition)?;
+                    (Target::Partition(b.partition()), Box::new(b))
+                } else {
+                    (Target::Whole, Box::new(open_root(&a.path)?))
                 };
-                let target = Target::Image(
-                    index
-                        .as_ref()
-                        .map(selector_text)
-                        .unwrap_or_else(|| "1".to_string()),
-                );
-                let b = open_wim(&a.path, index, a.output.clone())?
-                    .with_rebuild(a.rebuild)
-                    .with_progress(progress);
-                (target, Box::new(b))
-            } else if is_disk {
-                let b = open_disk(&a.path, a.partition)?;
-                (Target::Partition(b.partition()), Box::new(b))
-            } else {
-                (Target::Whole, Box::new(open_root(&a.path)?))
-            };
-            let report = generalize(backend.as_mut(), &options)?;
-            Ok(vec![(target, report)])
-        })()
-    };
+                let report = generalize(backend.as_mut(), &options)?;
+                Ok(vec![(target, report)])
+            })()
+        };
     drop(span);
     drop(bar);
     drop(spinner);

@@ -32,8 +32,7 @@ fn inspect_and_dry_run_on_disk_images() {
     let root = tmp.path().join("root");
     build_windows_root(&root, None).unwrap();
     let images = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
-    if images.is_empty() {
-        println!("SKIPPED: disk image tools missing");
+    if !reseal_testkit::require(!images.is_empty(), "disk image tools (qemu-img)") {
         return;
     }
     for img in &images {

@@ -2,7 +2,7 @@
 //! binary is run on fixture roots built into temporary directories, and its
 //! output hives are read back with readers that share no code with reseal
 //! (`hivexregedit` from libwin-hivex-perl, python regipy). A check whose
-//! reader is not installed is skipped with a notice on stderr.
+//! reader is not installed skips locally and fails under CI=true.
 
 use reseal_testkit::Snapshot;
 use std::collections::BTreeMap;
@@ -277,11 +277,6 @@ struct HivexDump {
     keys: BTreeMap<String, KeyView>,
 }
 
-fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
 fn regipy_python() -> Option<PathBuf> {
     let p = reseal_testkit::workspace_root().join("target/venv/bin/python");
     p.is_file().then_some(p)
@@ -289,8 +284,7 @@ fn regipy_python() -> Option<PathBuf> {
 
 /// Exports a hive with hivexregedit; `None` (with a notice) when absent.
 fn hivex_dump(hive: &Path) -> Option<HivexDump> {
-    if !have("hivexregedit") {
-        eprintln!("notice: hivexregedit not installed; skipping its check of {hive:?}");
+    if !reseal_testkit::require_tool("hivexregedit") {
         return None;
     }
     let out = Command::new("hivexregedit")
@@ -392,12 +386,14 @@ print(json.dumps(out))
 /// Reads `keys` (and every key below them, one level) of a hive with
 /// regipy; also walks the whole hive. `None` (with a notice) when absent.
 fn regipy_keys(hive: &Path, keys: &[String]) -> Option<BTreeMap<String, Option<KeyView>>> {
-    let Some(py) = regipy_python() else {
-        eprintln!(
-            "notice: regipy venv missing (run `cargo xtask setup`); skipping its check of {hive:?}"
-        );
+    let py = regipy_python();
+    if !reseal_testkit::require(
+        py.is_some(),
+        &format!("the regipy venv (run `cargo xtask setup`) to check {hive:?}"),
+    ) {
         return None;
-    };
+    }
+    let py = py?;
     // Hives above 2 MiB get the short read (see the script).
     let walk = fs::metadata(hive).unwrap().len() <= 2 << 20;
     let out = Command::new(py)
@@ -1162,14 +1158,17 @@ fn bad_input_is_exit_2_with_a_clear_message() {
 /// by both independent readers; the logs of the real hives are emptied.
 #[test]
 fn corpus_root_generalizes_cleanly() {
-    let Some(corpus) = corpus_dir() else {
-        eprintln!("notice: shared corpus absent; skipping the corpus-backed root");
+    let corpus = corpus_dir();
+    if !reseal_testkit::require(corpus.is_some(), "the shared corpus") {
         return;
-    };
+    }
+    let corpus = corpus.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    if !build_corpus_root(&root, &corpus).unwrap() {
-        eprintln!("notice: corpus files missing; skipping the corpus-backed root");
+    if !reseal_testkit::require(
+        build_corpus_root(&root, &corpus).unwrap(),
+        "the corpus files of the corpus-backed root",
+    ) {
         return;
     }
     let config = root.join(CONFIG);

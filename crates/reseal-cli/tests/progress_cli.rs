@@ -1,7 +1,7 @@
 //! The progress bar of `reseal generalize` on WIM files: drawn on standard
 //! error only, never with `--json`, and not when standard error is not a
 //! terminal (as in these tests) unless forced with the hidden `--progress
-//! always`. Skipped with a notice when wimlib-imagex is absent.
+//! always`. Without wimlib-imagex they skip locally and fail under CI=true.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,15 +9,10 @@ use std::process::Command;
 use reseal_testkit::{build_wims, build_windows_root};
 use serde_json::Value as Json;
 
+/// Whether wimlib-imagex is there: a missing one skips locally and fails
+/// under CI=true (cargo xtask setup installs wimtools).
 fn have_wimlib_imagex() -> bool {
-    let ok = Command::new("wimlib-imagex")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: wimlib-imagex is not installed (cargo xtask setup installs wimtools)");
-    }
-    ok
+    reseal_testkit::require_tool("wimlib-imagex")
 }
 
 struct Run {

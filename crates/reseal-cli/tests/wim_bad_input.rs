@@ -3,8 +3,8 @@
 //! split WIM), a truncated WIM, a WIM without a Windows installation. Each
 //! gives exit code 2 with a message that names the file and says what was
 //! expected, and leaves the file byte-identical (checked on a copy, with a
-//! hash and the bytes). Corpus files are skipped with a notice when the
-//! corpus is absent; the generated cases need `wimlib-imagex`.
+//! hash and the bytes), and no temporary file of the run is left behind.
+//! A missing corpus skips locally and fails under CI=true; the generated cases need `wimlib-imagex`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -13,15 +13,10 @@ use std::process::Command;
 
 use reseal_testkit::{build_wims, build_windows_root, corpus_dir};
 
+/// Whether wimlib-imagex is there: a missing one skips locally and fails
+/// under CI=true (cargo xtask setup installs wimtools).
 fn have_wimlib_imagex() -> bool {
-    let ok = Command::new("wimlib-imagex")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: wimlib-imagex is not installed (cargo xtask setup installs wimtools)");
-    }
-    ok
+    reseal_testkit::require_tool("wimlib-imagex")
 }
 
 fn hash(bytes: &[u8]) -> u64 {
@@ -38,11 +33,16 @@ fn refused(src: &Path, extra: &[&str], expected: &[&[&str]]) {
     let file = tmp.path().join(src.file_name().unwrap());
     std::fs::copy(src, &file).unwrap();
     let before = std::fs::read(&file).unwrap();
+    // The run's temporary directories go to a private TMPDIR, checked empty
+    // afterwards.
+    let private_tmp = tmp.path().join("tmpdir");
+    std::fs::create_dir(&private_tmp).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_reseal"))
         .arg("generalize")
         .arg(&file)
         .args(extra)
         .args(["--seed", "7"])
+        .env("TMPDIR", &private_tmp)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -69,17 +69,26 @@ fn refused(src: &Path, extra: &[&str], expected: &[&[&str]]) {
     assert_eq!(hash(&after), hash(&before), "{}: changed", src.display());
     assert!(after == before, "{}: changed", src.display());
     // No temporary directory of the run is left behind.
+    let left: Vec<_> = std::fs::read_dir(&private_tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{}: left behind {left:?}", src.display());
     eprintln!("{}: {}", src.display(), stderr.trim());
 }
 
+/// A corpus file; a missing corpus or file skips locally and fails under
+/// CI=true.
 fn corpus_file(rel: &str) -> Option<PathBuf> {
-    let Some(dir) = corpus_dir() else {
-        eprintln!("SKIPPED: no corpus (../shared/corpus or RESEAL_CORPUS): {rel}");
+    let dir = corpus_dir();
+    if !reseal_testkit::require(
+        dir.is_some(),
+        "the shared corpus (../shared/corpus or RESEAL_CORPUS)",
+    ) {
         return None;
-    };
-    let p = dir.join(rel);
-    if !p.is_file() {
-        eprintln!("SKIPPED: {} is absent", p.display());
+    }
+    let p = dir?.join(rel);
+    if !reseal_testkit::require(p.is_file(), &format!("corpus file {}", p.display())) {
         return None;
     }
     Some(p)

@@ -373,8 +373,23 @@ impl Hive {
 
     /// Visits every key depth-first (parents before children) with its path.
     /// Stops at the first error. Cycles and depth beyond 512 are errors.
-    pub fn walk(&self, mut f: impl FnMut(&str, KeyId) -> Result<()>) -> Result<()> {
-        let mut stack = vec![(String::new(), self.root(), 0usize)];
+    pub fn walk(&self, f: impl FnMut(&str, KeyId) -> Result<()>) -> Result<()> {
+        self.walk_from(self.root(), String::new(), f)
+    }
+
+    /// Visits `start` and every key below it depth-first (parents before
+    /// children); `start` is given the path `base`, its subkeys
+    /// `base\name`. A key reached twice (a subkey list that loops back to
+    /// an ancestor or lists a key twice, as in a mutated hive) or a tree
+    /// deeper than 512 levels is an error, found before the work grows:
+    /// every key is visited at most once.
+    pub fn walk_from(
+        &self,
+        start: KeyId,
+        base: String,
+        mut f: impl FnMut(&str, KeyId) -> Result<()>,
+    ) -> Result<()> {
+        let mut stack = vec![(base, start, 0usize)];
         let mut seen = std::collections::HashSet::new();
         while let Some((path, k, depth)) = stack.pop() {
             if !seen.insert(k) || depth > 512 {

@@ -33,9 +33,9 @@ impl Hive {
         let base = self.key_path(start)?;
         let mut w = RegWriter::new(version);
         let prefix = prefix.trim_end_matches('\\');
-        let mut err = None;
-        let mut stack = vec![(base, start)];
-        while let Some((path, k)) = stack.pop() {
+        // The walk visits each key once, so a subkey list that loops back
+        // (a mutated hive) is an error instead of an endless export.
+        self.walk_from(start, base, |path, k| {
             w.key(&if prefix.is_empty() && path.is_empty() {
                 "\\".to_string()
             } else if prefix.is_empty() {
@@ -49,30 +49,8 @@ impl Hive {
                 let name = (!v.name_units.is_empty()).then_some(v.name.as_str());
                 w.value(name, v.value_type, &v.data);
             }
-            let kids = self.subkeys(k)?;
-            for c in kids.into_iter().rev() {
-                let name = self.key_info(c)?.name;
-                let p = if path.is_empty() {
-                    name
-                } else {
-                    format!("{path}\\{name}")
-                };
-                stack.push((p, c));
-                if stack.len() > 1 << 24 {
-                    err = Some(());
-                    break;
-                }
-            }
-        }
-        if err.is_some() {
-            return Err(HiveError::corrupt(
-                &self.name,
-                0,
-                "key tree",
-                "a finite tree",
-                "too many keys",
-            ));
-        }
+            Ok(())
+        })?;
         Ok(w)
     }
 

@@ -16,7 +16,7 @@ macro_rules! corpus_or_skip {
         match corpus() {
             Some(c) => c,
             None => {
-                println!("notice: ../shared/corpus absent, skipping {}", $test);
+                reseal_testkit::require(false, &format!("the shared corpus ({})", $test));
                 return;
             }
         }

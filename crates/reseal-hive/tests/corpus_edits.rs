@@ -11,7 +11,7 @@
 mod common;
 mod corpus_support;
 
-use common::{Dump, corpus_dir, notice, utf16le};
+use common::{Dump, corpus_dir, missing, notice, utf16le};
 use corpus_support::{Reader, assert_dumps_equal, readers, stage};
 use reseal_hive::Hive;
 use reseal_hive::regfile::parse_reg;
@@ -278,7 +278,7 @@ fn dump_all(tools: &[Reader], path: &Path) -> Vec<(Reader, Result<Dump, String>)
 /// length, saved file length).
 fn run_batch(rel: &str, edits: &[Edit], wanted: &[Reader]) -> Option<(u64, u64)> {
     let corpus = corpus_dir().or_else(|| {
-        notice("corpus not found (set RESEAL_CORPUS), skipping");
+        missing("the corpus (set RESEAL_CORPUS)");
         None
     })?;
     let tools = readers(wanted);

@@ -11,7 +11,7 @@
 mod common;
 mod corpus_support;
 
-use common::{Dump, corpus_dir, notice};
+use common::{Dump, corpus_dir, missing, notice};
 use corpus_support::{
     Reader, assert_dumps_equal, base_checksum, base_seqs, copy_into, load, log_sequences,
     plain_name, readers, seq_after, stage,
@@ -426,7 +426,7 @@ fn expect_failure(corpus: &Path, rel: &str, expect: Expect) {
 #[test]
 fn every_corpus_hive_round_trips_or_is_refused() {
     let Some(corpus) = corpus_dir() else {
-        notice("corpus not found (set RESEAL_CORPUS), skipping");
+        missing("the corpus (set RESEAL_CORPUS)");
         return;
     };
     let tools = readers(&[Reader::Hivex, Reader::Regfexport]);
@@ -479,7 +479,7 @@ fn every_corpus_hive_round_trips_or_is_refused() {
 #[test]
 fn replayed_hive_differs_from_stale_primary_for_readers() {
     let Some(corpus) = corpus_dir() else {
-        notice("corpus not found (set RESEAL_CORPUS), skipping");
+        missing("the corpus (set RESEAL_CORPUS)");
         return;
     };
     if readers(&[Reader::Hivex]).is_empty() {

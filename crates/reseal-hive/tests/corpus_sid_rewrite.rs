@@ -13,7 +13,7 @@
 mod common;
 mod corpus_support;
 
-use common::{Dump, corpus_dir, notice, python, run_capture, utf16le};
+use common::{Dump, corpus_dir, missing, notice, python, run_capture, utf16le};
 use corpus_support::{Reader, count, readers, replace_bytes, stage};
 use reseal_hive::sid_rewrite::{SidPlace, SidReport};
 use reseal_hive::{Hive, Sid};
@@ -433,7 +433,7 @@ fn sam_specifics(before: &Dump, after: &Dump, old: &Sid, new: &Sid, rel: &str) {
 
 fn run(new: &str) {
     let Some(corpus) = corpus_dir() else {
-        notice("corpus not found (set RESEAL_CORPUS), skipping");
+        missing("the corpus (set RESEAL_CORPUS)");
         return;
     };
     let Some(reader) = main_reader() else { return };

@@ -279,7 +279,7 @@ fn created_hives() -> Vec<Vec<u8>> {
 
 fn load_corpus(rels: &[&str]) -> Vec<Vec<u8>> {
     let Some(c) = corpus() else {
-        println!("notice: ../shared/corpus absent; fuzz smoke uses generated hives only");
+        reseal_testkit::require(false, "the shared corpus (fuzz smoke seeds)");
         return Vec::new();
     };
     rels.iter()
@@ -315,8 +315,7 @@ fn mutated_hives_do_not_panic() {
 #[test]
 fn mutated_logs_do_not_panic() {
     let parts = load_corpus(&[DIRTY.0, DIRTY.1, DIRTY.2]);
-    if parts.len() != 3 {
-        println!("notice: dirty hive with logs not found, skipping");
+    if !reseal_testkit::require(parts.len() == 3, "the dirty corpus hive with its logs") {
         return;
     }
     let mut rng = Rng(seed() ^ 1);

@@ -19,7 +19,7 @@ fn corpus() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        println!("notice: ../shared/corpus absent, skipping nt-hive cross-check");
+        reseal_testkit::require(false, "the shared corpus (nt-hive cross-check)");
         None
     }
 }

@@ -15,7 +15,7 @@ fn corpus(test: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!("notice: ../shared/corpus absent, skipping {test}");
+        reseal_testkit::require(false, &format!("the shared corpus ({test})"));
         None
     }
 }

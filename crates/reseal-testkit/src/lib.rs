@@ -798,6 +798,32 @@ pub fn build_wims(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Whether the running test may use something it needs (a tool, the
+/// corpus): returns `available` when it is; otherwise prints why the test
+/// is skipped and returns `false` — except under `CI=true`, where a test
+/// that skips did not run, so it panics naming what is missing.
+///
+/// ```
+/// if !reseal_testkit::require(true, "qemu-img") {
+///     return;
+/// }
+/// ```
+pub fn require(available: bool, what: &str) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{what} is missing, and under CI=true a test must not skip");
+    }
+    eprintln!("skipped: {what} is missing");
+    false
+}
+
+/// [`require`] for a command on the PATH.
+pub fn require_tool(cmd: &str) -> bool {
+    require(have(cmd), &format!("the command `{cmd}`"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1298,30 +1324,4 @@ mod tests {
                 .is_none()
         );
     }
-}
-
-/// Whether the running test may use something it needs (a tool, the
-/// corpus): returns `available` when it is; otherwise prints why the test
-/// is skipped and returns `false` — except under `CI=true`, where a test
-/// that skips did not run, so it panics naming what is missing.
-///
-/// ```
-/// if !reseal_testkit::require(true, "qemu-img") {
-///     return;
-/// }
-/// ```
-pub fn require(available: bool, what: &str) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{what} is missing, and under CI=true a test must not skip");
-    }
-    eprintln!("skipped: {what} is missing");
-    false
-}
-
-/// [`require`] for a command on the PATH.
-pub fn require_tool(cmd: &str) -> bool {
-    require(have(cmd), &format!("the command `{cmd}`"))
 }

@@ -129,12 +129,37 @@ fn is_file(backend: &dyn Backend, path: &str) -> bool {
     backend.exists(path) && !backend.is_dir(path)
 }
 
+/// The machine hives a run cannot do without: a missing one is a load
+/// error (so preflight refuses), not an absent hive.
+pub const REQUIRED_MACHINE_HIVES: [HiveId; 4] = [
+    HiveId::System,
+    HiveId::Software,
+    HiveId::Sam,
+    HiveId::Security,
+];
+
+/// Why `path` cannot be opened as a file: "not found in the image", "is a
+/// directory", or the backend's refusal (a link leaving the root…).
+fn why_not_a_file(backend: &dyn Backend, path: &str) -> String {
+    if backend.is_dir(path) {
+        return "is a directory, not a hive file".into();
+    }
+    match backend.read_head(path, 0) {
+        Err(crate::error::ResealError::NotFound { .. }) => "not found in the image".into(),
+        Err(e) => e.to_string(),
+        Ok(_) => "cannot be opened as a file".into(),
+    }
+}
+
 /// Loads an installation: the machine hives under `<windir>\System32\config`
 /// and every user hive (`NTUSER.DAT`, `UsrClass.dat`) of the profiles in
 /// `ProfileList` whose directory exists in the image. Hives are loaded in
-/// parallel. A missing SYSTEM hive is recorded as a load error; other
-/// missing hives are simply absent. Failures never abort the load: they
-/// are collected in [`WindowsInstall::load_errors`].
+/// parallel. A missing, unreadable or directory hive among
+/// [`REQUIRED_MACHINE_HIVES`] (or a machine hive name taken by a directory)
+/// is recorded as a load error; a missing DEFAULT or user hive is simply
+/// absent, but a profile folder the backend refuses to enter (a link
+/// leading out of the root) is a load error too. Failures never abort the
+/// load: they are collected in [`WindowsInstall::load_errors`].
 pub fn load_install(backend: &dyn Backend, windows_dir: &str) -> WindowsInstall {
     let config = join(windows_dir, r"System32\config");
     let mut jobs: Vec<(HiveId, String)> = Vec::new();
@@ -143,12 +168,13 @@ pub fn load_install(backend: &dyn Backend, windows_dir: &str) -> WindowsInstall 
         let path = join(&config, file);
         if is_file(backend, &path) {
             jobs.push((id, path));
-        } else if id == HiveId::System {
+        } else if REQUIRED_MACHINE_HIVES.contains(&id) || backend.is_dir(&path) {
+            let message = why_not_a_file(backend, &path);
             load_errors.push(HiveLoadError {
                 id,
                 path,
                 dirty_without_logs: false,
-                message: "not found in the image".into(),
+                message,
             });
         }
     }
@@ -161,7 +187,22 @@ pub fn load_install(backend: &dyn Backend, windows_dir: &str) -> WindowsInstall 
         let mut seen: Vec<String> = Vec::new();
         for p in profiles(&sw.hive, windows_dir) {
             let Some(dir) = p.dir else { continue };
-            if seen.iter().any(|d| d.eq_ignore_ascii_case(&dir)) || !backend.is_dir(&dir) {
+            if seen.iter().any(|d| d.eq_ignore_ascii_case(&dir)) {
+                continue;
+            }
+            if !backend.is_dir(&dir) {
+                // A profile whose folder is gone has no hives to load; one
+                // the backend refuses to enter (a link out of the root) is
+                // reported, never silently dropped.
+                match backend.list(&dir) {
+                    Err(crate::error::ResealError::NotFound { .. }) | Ok(_) => {}
+                    Err(e) => load_errors.push(HiveLoadError {
+                        id: HiveId::NtUser(dir.clone()),
+                        path: join(&dir, "NTUSER.DAT"),
+                        dirty_without_logs: false,
+                        message: format!("the profile folder cannot be entered: {e}"),
+                    }),
+                }
                 continue;
             }
             seen.push(dir.clone());

@@ -4,8 +4,8 @@
 //! per enumerator before and after, no dangling references, a clean
 //! structural check, agreement of independent readers (hivexregedit,
 //! regfexport) on the instances left, persistence options leaving `Enum`
-//! untouched, and idempotency. Corpus cases are skipped with a notice when
-//! the corpus (or `xz`) is absent.
+//! untouched, and idempotency. Corpus cases skip locally when the corpus
+//! (or `xz`) is absent, and fail under CI=true.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -114,24 +114,18 @@ impl Image {
 
 fn corpus() -> Option<PathBuf> {
     let c = reseal_testkit::corpus_dir();
-    if c.is_none() {
-        eprintln!("NOTICE: shared corpus absent; corpus device tests skipped");
-    }
+    reseal_testkit::require(c.is_some(), "the shared corpus");
     c
 }
 
 fn xz(path: &Path) -> Option<Vec<u8>> {
-    if !path.is_file() {
-        eprintln!("NOTICE: {} absent; skipped", path.display());
+    if !reseal_testkit::require(path.is_file(), &format!("corpus file {}", path.display())) {
         return None;
     }
     match Command::new("xz").arg("-dc").arg(path).output() {
         Ok(o) if o.status.success() => Some(o.stdout),
         _ => {
-            eprintln!(
-                "NOTICE: xz could not decompress {}; skipped",
-                path.display()
-            );
+            reseal_testkit::require(false, &format!("a working `xz -dc {}`", path.display()));
             None
         }
     }
@@ -152,8 +146,7 @@ fn windows7() -> Option<Image> {
 
 fn windows7_dfwinreg() -> Option<Image> {
     let p = corpus()?.join("dfwinreg/history-2016/test_data/SYSTEM");
-    if !p.is_file() {
-        eprintln!("NOTICE: {} absent; skipped", p.display());
+    if !reseal_testkit::require(p.is_file(), &format!("corpus file {}", p.display())) {
         return None;
     }
     Some(Image::new(std::fs::read(p).unwrap(), vec![]))
@@ -330,8 +323,7 @@ fn have(program: &str) -> bool {
 
 /// Enum instance paths as hivexregedit sees them (None when absent).
 fn instances_hivex(file: &Path) -> Option<BTreeSet<String>> {
-    if !have("hivexregedit") {
-        eprintln!("NOTICE: hivexregedit absent; that cross-check is skipped");
+    if !reseal_testkit::require_tool("hivexregedit") {
         return None;
     }
     let out = Command::new("hivexregedit")
@@ -352,8 +344,10 @@ fn instances_hivex(file: &Path) -> Option<BTreeSet<String>> {
 
 /// Enum instance paths as regfexport (libregf) sees them.
 fn instances_regfexport(file: &Path) -> Option<BTreeSet<String>> {
-    if Command::new("regfexport").arg("-V").output().is_err() {
-        eprintln!("NOTICE: regfexport absent; that cross-check is skipped");
+    if !reseal_testkit::require(
+        Command::new("regfexport").arg("-V").output().is_ok(),
+        "the command `regfexport`",
+    ) {
         return None;
     }
     let out = Command::new("regfexport").arg(file).output().unwrap();

@@ -33,8 +33,7 @@ fn fixtures() -> Option<&'static Fixtures> {
         let root = tmp.path().join("root");
         build_windows_root(&root, None).unwrap();
         let images = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
-        if images.is_empty() {
-            println!("SKIPPED: disk image tools missing");
+        if !reseal_testkit::require(!images.is_empty(), "disk image tools (qemu-img)") {
             return None;
         }
         Some(Fixtures {
@@ -222,10 +221,11 @@ fn corpus() -> Option<PathBuf> {
 /// no Windows install (a clear error), but the NTFS files list.
 #[test]
 fn corpus_images_list_their_ntfs_files() {
-    let Some(c) = corpus() else {
-        println!("notice: no corpus; skipping");
+    let c = corpus();
+    if !reseal_testkit::require(c.is_some(), "the shared corpus") {
         return;
-    };
+    }
+    let c = c.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut seen = 0;
     for rel in [
@@ -236,7 +236,7 @@ fn corpus_images_list_their_ntfs_files() {
         "dissect.ntfs-pypi-sdist/tests/_data/ntfs.bin.gz",
     ] {
         let src = c.join(rel);
-        if !src.is_file() {
+        if !reseal_testkit::require(src.is_file(), &format!("corpus file {}", src.display())) {
             continue;
         }
         let name = src.file_stem().unwrap().to_string_lossy().into_owned();
@@ -286,4 +286,5 @@ fn corpus_images_list_their_ntfs_files() {
         seen += 1;
     }
     println!("{seen} corpus images checked");
+    assert!(seen > 0, "no corpus image was checked");
 }

@@ -13,12 +13,7 @@ fn have(cmd: &str) -> bool {
 }
 
 fn need(cmd: &str) -> bool {
-    if have(cmd) {
-        true
-    } else {
-        println!("notice: {cmd} not installed; skipping");
-        false
-    }
+    reseal_testkit::require(have(cmd), &format!("the command `{cmd}`"))
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -324,7 +319,7 @@ fn corpus() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!("notice: no corpus at {}; skipping", dir.display());
+        reseal_testkit::require(false, &format!("the shared corpus at {}", dir.display()));
         None
     }
 }
@@ -378,8 +373,7 @@ fn corpus_images_read_like_qemu() {
     let dir = tempfile::tempdir().unwrap();
     for f in files {
         let src = c.join(f);
-        if !src.exists() {
-            println!("notice: {} absent; skipping", src.display());
+        if !reseal_testkit::require(src.exists(), &format!("corpus file {}", src.display())) {
             continue;
         }
         let img = unpack(&src, dir.path());
@@ -436,8 +430,7 @@ fn corpus_dirty_log_vhdx_is_replayed() {
     }
     let src =
         c.join("qemu-debian-src/tests/qemu-iotests/sample_images/iotest-dirtylog-10G-4M.vhdx.bz2");
-    if !src.exists() {
-        println!("notice: dirty-log sample absent; skipping");
+    if !reseal_testkit::require(src.exists(), "the dirty-log VHDX sample of the corpus") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

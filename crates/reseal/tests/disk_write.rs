@@ -36,8 +36,10 @@ fn fixtures() -> Option<&'static Fixtures> {
         let root = tmp.path().join("root");
         build_windows_root(&root, None).unwrap();
         let images = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
-        if images.is_empty() || !have("ntfssecaudit") || !have("hivexregedit") {
-            println!("SKIPPED: disk image tools missing (cargo xtask setup)");
+        if !reseal_testkit::require(
+            !images.is_empty() && have("ntfssecaudit") && have("hivexregedit"),
+            "disk image tools, ntfssecaudit and hivexregedit (cargo xtask setup)",
+        ) {
             return None;
         }
         Some(Fixtures { _tmp: tmp, images })

@@ -451,22 +451,38 @@ fn finds_every_windows_dir_case_insensitively() {
     let mut dirs = find_windows_dirs(&b).unwrap();
     dirs.sort();
     assert_eq!(dirs, vec!["WINNT".to_string(), "Windows".to_string()]);
-    // An install whose only hive is SYSTEM loads; the rest is absent.
+    // An install whose only hive is SYSTEM loads it; the other hives a run
+    // needs are load errors ("not found"), so preflight refuses it.
     let install = load_install(&b, "WINNT");
     assert_eq!(install.hives.len(), 1);
-    assert!(install.load_errors.is_empty());
+    let missing: Vec<(&str, &str)> = install
+        .load_errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        missing,
+        vec![
+            (r"WINNT\System32\config\SOFTWARE", "not found in the image"),
+            (r"WINNT\System32\config\SAM", "not found in the image"),
+            (r"WINNT\System32\config\SECURITY", "not found in the image"),
+        ]
+    );
     let d = describe(&install, &b);
     assert_eq!(d.computer_name.as_deref(), Some("GOLDEN"));
     assert_eq!(d.machine_sid, None);
     // An install without SYSTEM records it as a load error.
     let empty = MemoryBackend::new();
     let install = load_install(&empty, "Windows");
-    assert_eq!(install.load_errors.len(), 1);
+    assert_eq!(install.load_errors.len(), 4);
     let d = describe(&install, &empty);
-    assert_eq!(
-        only(&preflight(&install, &empty, &d), "hive-unreadable").severity,
-        Severity::Refuse
-    );
+    let findings = preflight(&install, &empty, &d);
+    let unreadable: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.id == "hive-unreadable")
+        .collect();
+    assert_eq!(unreadable.len(), 4, "{findings:#?}");
+    assert!(unreadable.iter().all(|f| f.severity == Severity::Refuse));
 }
 
 trait ReadAll {
@@ -861,7 +877,7 @@ fn corpus() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("notice: corpus not found at {}; skipping", dir.display());
+        reseal_testkit::require(false, &format!("the shared corpus at {}", dir.display()));
         None
     }
 }
@@ -870,15 +886,18 @@ fn xz(path: &Path) -> Option<Vec<u8>> {
     match Command::new("xz").arg("-dc").arg(path).output() {
         Ok(out) if out.status.success() => Some(out.stdout),
         Ok(out) => {
-            eprintln!(
-                "notice: xz -dc {} failed ({}); skipping",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
+            reseal_testkit::require(
+                false,
+                &format!(
+                    "a working `xz -dc {}` ({})",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
             );
             None
         }
         Err(e) => {
-            eprintln!("notice: xz not available ({e}); skipping");
+            reseal_testkit::require(false, &format!("the command `xz` ({e})"));
             None
         }
     }
@@ -914,7 +933,13 @@ fn corpus_image(with_security: bool) -> Option<MemoryBackend> {
 fn corpus_describe_reports_real_identity() {
     let Some(b) = corpus_image(true) else { return };
     let (install, d, findings) = inspect(&b);
-    assert!(install.load_errors.is_empty(), "{:?}", install.load_errors);
+    // The image has no SOFTWARE: that is its only load error.
+    let errors: Vec<&str> = install
+        .load_errors
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(errors, vec![r"Windows\System32\config\SOFTWARE"]);
 
     // Verified with hivexregedit --export (PolAcDmS bytes 01 04 .. 05 15 00 00 00
     // 7e 47 83 88 4e 7a 40 27 8b 3d 22 1e) and the last 24 bytes of SAM Account V.
@@ -987,10 +1012,13 @@ fn corpus_describe_reports_real_identity() {
             .iter()
             .any(|f| f.id == "hive-replayed" && f.severity == Severity::Info)
     );
-    assert!(
-        !findings.iter().any(|f| f.severity == Severity::Refuse),
-        "{findings:#?}"
-    );
+    // The one refusal is the missing SOFTWARE.
+    let refusals: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Refuse)
+        .collect();
+    assert_eq!(refusals.len(), 1, "{findings:#?}");
+    assert!(refusals[0].message.contains(r"config\SOFTWARE"));
 }
 
 #[test]
@@ -1014,7 +1042,7 @@ fn corpus_dirty_security_without_logs_is_refused() {
     let Some(c) = corpus() else { return };
     let Ok(sec) = std::fs::read(c.join("EricZimmerman-Registry/Registry.Test/Hives/SECURITY"))
     else {
-        eprintln!("notice: EricZimmerman SECURITY missing; skipping");
+        reseal_testkit::require(false, "the corpus file EricZimmerman SECURITY");
         return;
     };
     let mut b = Img::clean().backend();

@@ -350,7 +350,9 @@ fn check_rewritten(
                 assert!(keys > 0, "{}: hivex read nothing", h.display());
                 assert!(hits.is_empty(), "{}: hivex finds {hits:#?}", h.display());
             }
-            None => eprintln!("hivexregedit not installed: skipped"),
+            None => {
+                reseal_testkit::require(false, "hivexregedit");
+            }
         }
         // regipy is slow on big hives (minutes for 12 MB): small ones only.
         let small = fs::metadata(h).expect("metadata").len() <= 4 << 20;
@@ -360,9 +362,7 @@ fn check_rewritten(
             assert!(hits.is_empty(), "{}: regipy finds {hits:#?}", h.display());
         }
     }
-    if py.is_none() {
-        eprintln!("regipy not installed (cargo xtask setup): independent reader skipped");
-    }
+    reseal_testkit::require(py.is_some(), "regipy (cargo xtask setup)");
 
     // SAM alias members: same RIDs, new domain; well-known members kept.
     let after = alias_members(root);
@@ -543,14 +543,17 @@ fn synthetic_root_gets_a_new_sid_everywhere() {
 
 #[test]
 fn corpus_root_gets_a_new_sid_everywhere() {
-    let Some(corpus) = corpus_dir() else {
-        eprintln!("no shared corpus: skipped");
+    let corpus = corpus_dir();
+    if !reseal_testkit::require(corpus.is_some(), "the shared corpus") {
         return;
-    };
+    }
+    let corpus = corpus.unwrap();
     let t = tempfile::tempdir().expect("tempdir");
     let root = t.path().join("root");
-    if !build_corpus_root(&root, &corpus).expect("build corpus root") {
-        eprintln!("corpus files absent: skipped");
+    if !reseal_testkit::require(
+        build_corpus_root(&root, &corpus).expect("build corpus root"),
+        "the corpus files of the corpus-backed root",
+    ) {
         return;
     }
     // The real machine SID, from the real SECURITY hive.

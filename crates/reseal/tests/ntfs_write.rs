@@ -15,8 +15,10 @@ use reseal_testkit::have;
 /// A fresh NTFS volume image of `mb` MiB, or `None` (with a notice) when
 /// mkntfs is missing.
 fn volume(dir: &Path, mb: u64) -> Option<PathBuf> {
-    if !have("mkntfs") || !have("ntfscat") {
-        eprintln!("SKIP: mkntfs/ntfscat not installed (cargo xtask setup installs ntfs-3g)");
+    if !reseal_testkit::require(
+        have("mkntfs") && have("ntfscat"),
+        "mkntfs and ntfscat (cargo xtask setup installs ntfs-3g)",
+    ) {
         return None;
     }
     let p = dir.join("vol.img");
@@ -407,4 +409,31 @@ fn mount_of_a_non_ntfs_device_fails_cleanly() {
     assert!(err.0.to_string().contains("zeros.img"), "{}", err.0);
     assert_eq!(err.1.into_inner().data, before);
     let _ = BlockDevice::len(&reseal::disk::MemDisk::default());
+}
+
+/// `NtfsWriter::read` sizes its buffer from the data attribute: a 3 MB
+/// file, a resident 5-byte file and an empty file read back exactly (as
+/// ntfscat reads them), with no buffer of the old `usize::MAX >> 1` size.
+#[test]
+fn read_is_sized_from_the_attribute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(img) = volume(tmp.path(), 32) else {
+        return;
+    };
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let mut w = mount(&img);
+    w.write_file("a\\big.bin", &big).unwrap();
+    w.write_file("a\\small.txt", b"small").unwrap();
+    w.write_file("a\\empty", b"").unwrap();
+    finish(w);
+    let mut w = mount(&img);
+    assert_eq!(w.read("a\\big.bin").unwrap(), big);
+    assert_eq!(w.read("A\\SMALL.TXT").unwrap(), b"small");
+    assert_eq!(w.read("a\\empty").unwrap(), b"");
+    assert!(w.read("a\\missing").is_err());
+    finish(w);
+    assert_eq!(ntfscat(&img, "/a/big.bin").unwrap(), big);
+    assert_eq!(ntfscat(&img, "/a/small.txt").unwrap(), b"small");
 }

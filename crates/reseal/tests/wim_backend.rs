@@ -17,14 +17,7 @@ use reseal::report::Outcome;
 use reseal_testkit::{Snapshot, build_windows_root};
 
 fn have_wimlib_imagex() -> bool {
-    let ok = Command::new("wimlib-imagex")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: wimlib-imagex is not installed (cargo xtask setup installs wimtools)");
-    }
-    ok
+    reseal_testkit::require_tool("wimlib-imagex")
 }
 
 fn imagex(args: &[&str]) -> String {
@@ -369,7 +362,7 @@ fn hivex_image_state(software: &Path) -> Option<String> {
     let out = match out {
         Ok(o) if o.status.success() => o,
         _ => {
-            eprintln!("SKIPPED: hivexregedit check (not installed or failed)");
+            reseal_testkit::require(false, "a working hivexregedit");
             return None;
         }
     };
@@ -552,13 +545,12 @@ fn replaced_file_keeps_its_security_descriptor_or_reports_the_loss() {
     if !have_wimlib_imagex() {
         return;
     }
-    let Some(corpus) = reseal_testkit::corpus_dir() else {
-        eprintln!("SKIPPED: no corpus");
+    let corpus = reseal_testkit::corpus_dir();
+    if !reseal_testkit::require(corpus.is_some(), "the shared corpus") {
         return;
-    };
-    let src = corpus.join("wimlib/tests/wims/empty_dacl.wim");
-    if !src.is_file() {
-        eprintln!("SKIPPED: {} absent", src.display());
+    }
+    let src = corpus.unwrap().join("wimlib/tests/wims/empty_dacl.wim");
+    if !reseal_testkit::require(src.is_file(), &format!("corpus file {}", src.display())) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -197,10 +197,11 @@ fn hash_line(text: &str) -> String {
 #[test]
 fn replaced_files_keep_their_metadata() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(wim) = ntfs_wim(tmp.path()) else {
-        println!("SKIPPED: disk image tools missing (cargo xtask setup)");
+    let wim = ntfs_wim(tmp.path());
+    if !reseal_testkit::require(wim.is_some(), "disk image tools (cargo xtask setup)") {
         return;
-    };
+    }
+    let wim = wim.unwrap();
     let paths = [
         "/Windows/System32/config/SAM",
         "/Windows/System32/config/SYSTEM",

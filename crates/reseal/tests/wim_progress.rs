@@ -18,14 +18,7 @@ use reseal::report::Outcome;
 use reseal_testkit::{build_wims, build_windows_root};
 
 fn have_wimlib_imagex() -> bool {
-    let ok = Command::new("wimlib-imagex")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: wimlib-imagex is not installed (cargo xtask setup installs wimtools)");
-    }
-    ok
+    reseal_testkit::require_tool("wimlib-imagex")
 }
 
 fn imagex(args: &[&str]) {

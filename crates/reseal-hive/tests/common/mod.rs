@@ -173,6 +173,12 @@ pub fn notice(msg: &str) {
     let _ = writeln!(std::io::stderr(), "notice: {msg}");
 }
 
+/// A missing corpus, file or tool (`what`): skips locally (with a notice),
+/// fails the test under CI=true ([`reseal_testkit::require`]).
+pub fn missing(what: &str) {
+    reseal_testkit::require(false, what);
+}
+
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -192,14 +198,14 @@ pub fn corpus_dir() -> Option<PathBuf> {
 /// file is missing.
 pub fn corpus_file(rel: &str) -> Option<PathBuf> {
     let Some(dir) = corpus_dir() else {
-        notice("corpus not found (set RESEAL_CORPUS), skipping");
+        missing("the corpus (set RESEAL_CORPUS)");
         return None;
     };
     let path = dir.join(rel);
     if path.is_file() {
         Some(path)
     } else {
-        notice(&format!("corpus file {rel} not found, skipping"));
+        missing(&format!("corpus file {rel}"));
         None
     }
 }
@@ -231,14 +237,10 @@ pub fn tool_exists(name: &str) -> bool {
     })
 }
 
-/// `true` when `name` is on `PATH`; otherwise prints
-/// "notice: NAME not installed, skipping" and returns `false`.
+/// `true` when `name` is on `PATH`; otherwise skips locally (a notice) and
+/// fails under CI=true.
 pub fn require_tool(name: &str) -> bool {
-    let found = tool_exists(name);
-    if !found {
-        notice(&format!("{name} not installed, skipping"));
-    }
-    found
+    reseal_testkit::require(tool_exists(name), &format!("the command `{name}`"))
 }
 
 /// Runs a command and returns its stdout; a failure to start, a non-zero

@@ -6,7 +6,7 @@
 //! Names that are not valid UTF-16 (lone surrogates) are turned into U+FFFD
 //! here, since a Rust `String` cannot hold them.
 
-use super::{Dump, notice, python, run_capture, workspace_root};
+use super::{Dump, missing, python, run_capture, workspace_root};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,7 +41,7 @@ fn script() -> PathBuf {
 /// otherwise prints a notice (run `cargo xtask setup`) and returns `false`.
 pub fn require_python(lib: PyLib) -> bool {
     let Some(py) = python() else {
-        notice("python validators not installed (run `cargo xtask setup`), skipping");
+        missing("the python validators (run `cargo xtask setup`)");
         return false;
     };
     let ok = Command::new(&py)
@@ -51,8 +51,8 @@ pub fn require_python(lib: PyLib) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        notice(&format!(
-            "{} not importable by {} (run `cargo xtask setup`), skipping",
+        missing(&format!(
+            "{} importable by {} (run `cargo xtask setup`)",
             lib.module(),
             py.display()
         ));

@@ -192,7 +192,7 @@ pub fn readers(wanted: &[Reader]) -> Vec<Reader> {
         .filter(|r| {
             let ok = r.available();
             if !ok {
-                common::notice(&format!("reader {r:?} not installed, skipped"));
+                common::missing(&format!("reader {r:?}"));
             }
             ok
         })

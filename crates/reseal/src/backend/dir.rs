@@ -12,10 +12,22 @@
 //! Each component is looked up case-insensitively, as NTFS does: an exact
 //! match wins; otherwise the directory is listed and the first entry, in
 //! byte order of the host names, whose name is equal under simple Unicode
-//! upper-casing is taken. Host names that are not valid UTF-8 can only be
-//! reached by an exact match and are left out of listings. Listings used for
+//! upper-casing is taken. Host names that are not valid UTF-8, or that hold
+//! `\` or `:` (legal on Linux, but not one component of an image path), are
+//! left out of listings and so left alone; they are named in the run report
+//! ([`Backend::commit_caveats`]). Other odd names (control characters, a
+//! leading `..` followed by more characters) are ordinary components. Listings used for
 //! these lookups are cached between commits (a commit clears the cache); the
 //! tree must not be changed behind the backend's back while it is open.
+//!
+//! # Reading
+//!
+//! Only regular files are read: a path that resolves to a directory, FIFO,
+//! device or socket is refused with [`ResealError::UnsafePath`] naming the
+//! host path and the kind of file, checked before opening and again on the
+//! opened handle (opened non-blocking, so a FIFO never waits for a writer).
+//! A read returns at most the file's size at opening; a file that grows
+//! meanwhile is refused.
 //!
 //! # Links
 //!
@@ -27,8 +39,11 @@
 //! Links in the middle of a changed path are followed under the same rule.
 //! Listings show links as they are named; one that cannot be followed is
 //! listed as a file of size 0.
-//! Hard links cannot be told apart from plain files; a `Truncate` acts on the
-//! shared contents as it would on NTFS, a `Write` replaces only the name.
+//! [`Backend::link_count`] gives a file's hard-link count, so that callers
+//! can refuse to write a file whose contents other names share (hives and
+//! their logs are refused at load time, see [`crate::hives::load`]); at
+//! commit, a `Truncate` acts on the shared contents as it would on NTFS, a
+//! `Write` replaces only the name.
 //!
 //! # Commit
 //!
@@ -121,6 +136,9 @@ pub struct DirBackend {
     lock: ImageLock,
     /// Files read since the last commit, as they were when read.
     reads: Mutex<HashMap<PathBuf, FileStamp>>,
+    /// Host entries left out of listings because no image path can name
+    /// them (not UTF-8, or holding `\` or `:`), for the run report.
+    unnamed: Mutex<BTreeSet<PathBuf>>,
 }
 
 /// Where a changed path lands on the host.
@@ -287,6 +305,7 @@ impl DirBackend {
             recovery,
             lock,
             reads: Mutex::new(HashMap::new()),
+            unnamed: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -555,6 +574,171 @@ impl DirBackend {
             name,
             existing,
         })
+    }
+}
+
+/// Whether a host name can be one component of an image path: image paths
+/// split at `\` and `/` and refuse `:`, so a host name holding `\` or `:`
+/// (legal on Linux) could only be reached as some other path.
+fn addressable(name: &str) -> bool {
+    !name.contains(['\\', ':'])
+}
+
+impl DirBackend {
+    /// Remembers a host entry that listings leave out.
+    fn note_unnamed(&self, full: PathBuf) {
+        match self.unnamed.lock() {
+            Ok(mut g) => g.insert(full),
+            Err(p) => p.into_inner().insert(full),
+        };
+    }
+}
+
+/// What kind of non-regular file `meta` describes, for messages.
+fn kind_of(meta: &Metadata) -> &'static str {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return "a directory";
+    }
+    if ft.is_symlink() {
+        return "a symbolic link";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if ft.is_char_device() {
+            return "a character device";
+        }
+        if ft.is_block_device() {
+            return "a block device";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a regular file"
+}
+
+/// The refusal for a path whose host file is not a regular file.
+fn not_regular(path: &str, host: &Path, meta: &Metadata) -> ResealError {
+    unsafe_path(
+        path,
+        format!(
+            "{} is {}; only regular files are read from an image",
+            host.display(),
+            kind_of(meta)
+        ),
+    )
+}
+
+/// Opens `host` for reading without blocking on special files (a FIFO
+/// opened for reading would wait for a writer).
+fn open_nonblocking(host: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    opts.open(host)
+}
+
+/// Reads a regular host file of at most `limit` bytes, such as an answer
+/// file given on the command line: a directory, FIFO, device or socket is
+/// refused without being read (a FIFO is never waited on), and so is a
+/// file longer than `limit`. `what` names the file's role in messages.
+pub fn read_regular_file(host: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let refuse = |message: String| ResealError::InvalidInput {
+        what: host.display().to_string(),
+        message,
+    };
+    let file = open_nonblocking(host).map_err(|e| io_err(host, "open file", e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| io_err(host, "read metadata", e))?;
+    if !meta.is_file() {
+        return Err(refuse(format!(
+            "{what} is {}; only a regular file is read",
+            kind_of(&meta)
+        )));
+    }
+    if meta.len() > limit {
+        return Err(refuse(format!(
+            "{what} is {} bytes, over the limit of {limit} bytes",
+            meta.len()
+        )));
+    }
+    let mut buf = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| io_err(host, "read file", e))?;
+    if u64::try_from(buf.len()).unwrap_or(u64::MAX) > limit {
+        return Err(refuse(format!(
+            "{what} grew past the limit of {limit} bytes while being read"
+        )));
+    }
+    Ok(buf)
+}
+
+impl DirBackend {
+    /// Reads a regular file of the image: the whole file, or at most `limit`
+    /// bytes from its start. Anything else (directory, FIFO, device, socket)
+    /// is refused with [`ResealError::UnsafePath`] naming the host path,
+    /// before it is opened and again on the opened handle (so a name
+    /// swapped for a special file in between is caught too). A file never
+    /// yields more bytes than its size when it was opened: one that grows
+    /// while being read is refused rather than read without end.
+    fn read_regular(&self, path: &str, limit: Option<u64>) -> Result<Vec<u8>> {
+        let (host, meta) = self.resolve_existing(path)?;
+        if !meta.is_file() {
+            return Err(not_regular(path, &host, &meta));
+        }
+        self.note_read(&host);
+        let file = open_nonblocking(&host).map_err(|e| io_err(&host, "open file", e))?;
+        let opened = file
+            .metadata()
+            .map_err(|e| io_err(&host, "read metadata", e))?;
+        if !opened.is_file() {
+            return Err(not_regular(path, &host, &opened));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+                return Err(unsafe_path(
+                    path,
+                    format!(
+                        "{} was replaced by another file while being opened",
+                        host.display()
+                    ),
+                ));
+            }
+        }
+        let size = opened.len();
+        let want = limit.map_or(size, |l| l.min(size));
+        let mut buf = Vec::with_capacity(usize::try_from(want.min(64 << 20)).unwrap_or(0));
+        // One byte past the expected length tells a growing file apart.
+        file.take(want.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(&host, "read file", e))?;
+        if u64::try_from(buf.len()).unwrap_or(u64::MAX) > want {
+            if limit.is_some_and(|l| l <= size) {
+                buf.truncate(usize::try_from(want).unwrap_or(0));
+            } else {
+                return Err(unsafe_path(
+                    path,
+                    format!(
+                        "{} grew past its size of {size} bytes while being read",
+                        host.display()
+                    ),
+                ));
+            }
+        }
+        Ok(buf)
     }
 }
 
@@ -930,10 +1114,11 @@ impl Backend for DirBackend {
         for entry in fs::read_dir(&host).map_err(|e| io_err(&host, "list directory", e))? {
             let entry = entry.map_err(|e| io_err(&host, "list directory", e))?;
             let os = entry.file_name();
-            let Some(name) = os.to_str() else {
+            let full = host.join(&os);
+            let Some(name) = os.to_str().filter(|n| addressable(n)) else {
+                self.note_unnamed(full);
                 continue;
             };
-            let full = host.join(&os);
             let meta =
                 fs::symlink_metadata(&full).map_err(|e| io_err(&full, "read metadata", e))?;
             let (is_dir, size) = if meta.file_type().is_symlink() {
@@ -954,6 +1139,61 @@ impl Backend for DirBackend {
         Ok(out)
     }
 
+    fn commit_caveats(&self, _sid_changed: bool) -> Vec<String> {
+        let unnamed = match self.unnamed.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if unnamed.is_empty() {
+            return Vec::new();
+        }
+        let shown: Vec<String> = unnamed
+            .iter()
+            .take(10)
+            .map(|p| {
+                let shown: String = p
+                    .display()
+                    .to_string()
+                    .chars()
+                    .flat_map(|c| {
+                        let esc: Vec<char> = if c.is_control() {
+                            c.escape_default().collect()
+                        } else {
+                            vec![c]
+                        };
+                        esc
+                    })
+                    .collect();
+                format!("\"{shown}\"")
+            })
+            .collect();
+        let more = unnamed.len().saturating_sub(shown.len());
+        vec![format!(
+            "{} host name(s) under the root cannot be named by an image path (not UTF-8, or holding `\\` or `:`) and were left as they are: {}{}",
+            unnamed.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )]
+    }
+
+    fn link_count(&self, path: &str) -> Result<u64> {
+        let (_, meta) = self.resolve_existing(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(meta.nlink())
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Ok(1)
+        }
+    }
+
     fn exists(&self, path: &str) -> bool {
         self.resolve_existing(path).is_ok()
     }
@@ -963,22 +1203,11 @@ impl Backend for DirBackend {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
-        let (host, _) = self.resolve_existing(path)?;
-        self.note_read(&host);
-        fs::read(&host).map_err(|e| io_err(&host, "read file", e))
+        self.read_regular(path, None)
     }
 
     fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>> {
-        let (host, meta) = self.resolve_existing(path)?;
-        self.note_read(&host);
-        let file = File::open(&host).map_err(|e| io_err(&host, "open file", e))?;
-        let want = u64::try_from(len).unwrap_or(u64::MAX);
-        let cap = want.min(meta.len()).min(16 << 20);
-        let mut buf = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
-        file.take(want)
-            .read_to_end(&mut buf)
-            .map_err(|e| io_err(&host, "read file", e))?;
-        Ok(buf)
+        self.read_regular(path, Some(u64::try_from(len).unwrap_or(u64::MAX)))
     }
 
     fn commit(&mut self, changes: &[FileChange]) -> Result<()> {

@@ -103,6 +103,14 @@ pub trait Backend: Send + Sync {
     fn read(&self, path: &str) -> Result<Vec<u8>>;
     /// Reads at most `len` bytes from the start of a file.
     fn read_head(&self, path: &str, len: usize) -> Result<Vec<u8>>;
+    /// How many names the host file behind `path` has (its hard-link
+    /// count). More than one means a write in place would also change the
+    /// other names, possibly outside the image. Backends without host files
+    /// answer 1 (the default).
+    fn link_count(&self, path: &str) -> Result<u64> {
+        let _ = path;
+        Ok(1)
+    }
     /// Applies every change or none: on any failure the image is left as it
     /// was before the call.
     fn commit(&mut self, changes: &[FileChange]) -> Result<()>;

@@ -26,10 +26,26 @@ struct RawInode {
     mft_no: u64,
 }
 
-/// `ntfs_attr *` (opaque).
+/// `struct _ntfs_attr` (`ntfs_attr`): only `data_size` is read, to size
+/// reads from the attribute; the whole structure is declared so that its
+/// layout can be checked.
 #[repr(C)]
 struct RawAttr {
-    _private: [u8; 0],
+    rl: *mut c_void,
+    ni: *mut RawInode,
+    ty: u32,
+    data_flags: u16,
+    name: *mut u16,
+    name_len: u32,
+    state: c_ulong,
+    allocated_size: i64,
+    data_size: i64,
+    initialized_size: i64,
+    compressed_size: i64,
+    compression_block_size: u32,
+    compression_block_size_bits: u8,
+    compression_block_clusters: u8,
+    unused_runs: i8,
 }
 
 /// `struct ntfs_device`.
@@ -68,6 +84,64 @@ struct SecurityContext {
     gid: libc::gid_t,
     tid: libc::pid_t,
     umask: libc::mode_t,
+}
+
+/// Compile-time checks of every hand-declared libntfs-3g structure against
+/// the sizes and offsets of Debian's ntfs-3g-dev headers on LP64
+/// (`attrib.h`, `device.h`, `inode.h`, `security.h`, read with
+/// `sizeof`/`offsetof` from a C probe compiled against them).
+#[cfg(target_pointer_width = "64")]
+mod layout_checks {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    const _: () = assert!(offset_of!(RawInode, mft_no) == 0);
+
+    const _: () = assert!(size_of::<RawAttr>() == 88);
+    const _: () = assert!(offset_of!(RawAttr, rl) == 0);
+    const _: () = assert!(offset_of!(RawAttr, ni) == 8);
+    const _: () = assert!(offset_of!(RawAttr, ty) == 16);
+    const _: () = assert!(offset_of!(RawAttr, data_flags) == 20);
+    const _: () = assert!(offset_of!(RawAttr, name) == 24);
+    const _: () = assert!(offset_of!(RawAttr, name_len) == 32);
+    const _: () = assert!(offset_of!(RawAttr, state) == 40);
+    const _: () = assert!(offset_of!(RawAttr, allocated_size) == 48);
+    const _: () = assert!(offset_of!(RawAttr, data_size) == 56);
+    const _: () = assert!(offset_of!(RawAttr, initialized_size) == 64);
+    const _: () = assert!(offset_of!(RawAttr, compressed_size) == 72);
+    const _: () = assert!(offset_of!(RawAttr, compression_block_size) == 80);
+    const _: () = assert!(offset_of!(RawAttr, compression_block_size_bits) == 84);
+    const _: () = assert!(offset_of!(RawAttr, compression_block_clusters) == 85);
+    const _: () = assert!(offset_of!(RawAttr, unused_runs) == 86);
+
+    const _: () = assert!(size_of::<RawDevice>() == 40);
+    const _: () = assert!(offset_of!(RawDevice, d_ops) == 0);
+    const _: () = assert!(offset_of!(RawDevice, d_state) == 8);
+    const _: () = assert!(offset_of!(RawDevice, d_name) == 16);
+    const _: () = assert!(offset_of!(RawDevice, d_private) == 24);
+    const _: () = assert!(offset_of!(RawDevice, d_heads) == 32);
+    const _: () = assert!(offset_of!(RawDevice, d_sectors_per_track) == 36);
+
+    const _: () = assert!(size_of::<DeviceOps>() == 80);
+    const _: () = assert!(offset_of!(DeviceOps, open) == 0);
+    const _: () = assert!(offset_of!(DeviceOps, close) == 8);
+    const _: () = assert!(offset_of!(DeviceOps, seek) == 16);
+    const _: () = assert!(offset_of!(DeviceOps, read) == 24);
+    const _: () = assert!(offset_of!(DeviceOps, write) == 32);
+    const _: () = assert!(offset_of!(DeviceOps, pread) == 40);
+    const _: () = assert!(offset_of!(DeviceOps, pwrite) == 48);
+    const _: () = assert!(offset_of!(DeviceOps, sync) == 56);
+    const _: () = assert!(offset_of!(DeviceOps, stat) == 64);
+    const _: () = assert!(offset_of!(DeviceOps, ioctl) == 72);
+
+    const _: () = assert!(size_of::<SecurityContext>() == 48);
+    const _: () = assert!(offset_of!(SecurityContext, vol) == 0);
+    const _: () = assert!(offset_of!(SecurityContext, mapping) == 8);
+    const _: () = assert!(offset_of!(SecurityContext, pseccache) == 24);
+    const _: () = assert!(offset_of!(SecurityContext, uid) == 32);
+    const _: () = assert!(offset_of!(SecurityContext, gid) == 36);
+    const _: () = assert!(offset_of!(SecurityContext, tid) == 40);
+    const _: () = assert!(offset_of!(SecurityContext, umask) == 44);
 }
 
 type FillDir = unsafe extern "C" fn(*mut c_void, *const u16, c_int, c_int, i64, u64, u32) -> c_int;
@@ -811,16 +885,34 @@ impl<D: BlockDevice + 'static> Volume<D> {
         Ok(())
     }
 
-    /// Reads the unnamed data stream of `ni` (at most `limit` bytes).
-    pub fn read_data(&mut self, ni: &Inode, limit: usize) -> R<Vec<u8>> {
-        let mut out = vec![0u8; limit];
-        // SAFETY: ni is live; out holds limit bytes.
+    /// Reads the unnamed data stream of `ni`, sized from the attribute's
+    /// data size; a stream longer than `limit` bytes (or with a negative
+    /// size) is an error, and nothing larger than the stream is allocated.
+    pub fn read_data(&mut self, ni: &Inode, limit: u64) -> R<Vec<u8>> {
+        // SAFETY: ni is live; `out` is allocated below to the attribute's
+        // size and each pread writes at most the bytes left in it.
         unsafe {
             let unnamed = ptr::addr_of_mut!(AT_UNNAMED) as *mut u16;
             let na = ntfs_attr_open(ni.ni, AT_DATA, unnamed, 0);
             if na.is_null() {
                 return Err(fail("open the data stream"));
             }
+            let size = ptr::addr_of!((*na).data_size).read();
+            let Some(len) = u64::try_from(size)
+                .ok()
+                .filter(|&n| n <= limit)
+                .and_then(|n| usize::try_from(n).ok())
+            else {
+                ntfs_attr_close(na);
+                return Err(Ntfs3gError {
+                    errno: libc::EFBIG,
+                    message: format!(
+                        "read the data: the data stream claims {size} bytes (limit {limit})"
+                    ),
+                });
+            };
+            let limit = len;
+            let mut out = vec![0u8; limit];
             let mut done = 0usize;
             while done < limit {
                 let n = ntfs_attr_pread(
@@ -840,8 +932,8 @@ impl<D: BlockDevice + 'static> Volume<D> {
             }
             ntfs_attr_close(na);
             out.truncate(done);
+            Ok(out)
         }
-        Ok(out)
     }
 
     /// The security descriptor of `ni` (self-relative).

@@ -47,6 +47,9 @@ fn libntfs3g_lock() -> MutexGuard<'static, ()> {
     // later mount depends on (the volume was dropped): go on.
     LIBNTFS3G.lock().unwrap_or_else(|e| e.into_inner())
 }
+/// The largest file [`NtfsWriter::read`] returns (1 GiB): the files read
+/// back through it are hives and small system files.
+pub const READ_MAX_BYTES: u64 = 1 << 30;
 
 /// A mounted NTFS volume, written through libntfs-3g.
 pub struct NtfsWriter<D: BlockDevice + 'static> {
@@ -212,13 +215,14 @@ impl<D: BlockDevice + 'static> NtfsWriter<D> {
         Ok(self.resolve(path)?.is_some())
     }
 
-    /// Reads the unnamed data stream of `path`.
+    /// Reads the unnamed data stream of `path`, sized from its attribute; a
+    /// stream over [`READ_MAX_BYTES`] is an error, never an allocation.
     pub fn read(&mut self, path: &str) -> Result<Vec<u8>> {
         let ni = self.resolve(path)?.ok_or_else(|| ResealError::NotFound {
             path: path.to_string(),
         })?;
         self.vol
-            .read_data(&ni, usize::MAX >> 1)
+            .read_data(&ni, READ_MAX_BYTES)
             .map_err(|e| self.err(path, "read", e))
     }
 

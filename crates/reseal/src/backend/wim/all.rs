@@ -23,6 +23,7 @@ use crate::report::RunReport;
 
 /// The number of images in the WIM at `path`.
 pub fn image_count(path: &Path) -> Result<u32> {
+    super::layout::check(path)?;
     let wim = super::ffi::Wim::open(path).map_err(|e| wim_err(path, "open the WIM", e))?;
     Ok(wim
         .info()
@@ -88,6 +89,9 @@ pub fn generalize_all_images_with_progress(
     options: &GeneralizeOptions,
     progress: Option<Progress>,
 ) -> Result<Vec<RunReport>> {
+    if let Some(out) = &output {
+        super::refuse_output_onto_input(path, out)?;
+    }
     let count = image_count(path)?;
     if count == 0 {
         return Err(ResealError::InvalidInput {
@@ -118,6 +122,9 @@ pub fn generalize_all_images_with_progress(
                 .with_output(output.clone())
                 .with_rebuild(rebuild)
                 .with_progress(progress.clone());
+            // The WIM is verified once, before the first write; later images
+            // go into the file that write produced.
+            b.verified = !written.is_empty();
             if let Some(p) = &progress {
                 p.emit(ProgressEvent::Image { index: i, count });
             }

@@ -194,6 +194,123 @@ union ProgressInfo {
     integrity: ProgressIntegrity,
 }
 
+/// Compile-time checks of every hand-declared wimlib structure against the
+/// sizes and offsets of Debian's libwim-dev 1.13 `wimlib.h` on LP64 (read
+/// with `sizeof`/`offsetof` from a C probe compiled against the header).
+/// A mismatch fails the build instead of misreading memory.
+#[cfg(target_pointer_width = "64")]
+mod layout_checks {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    const _: () = assert!(size_of::<Timespec>() == 16);
+    const _: () = assert!(offset_of!(Timespec, tv_nsec) == 8);
+
+    const _: () = assert!(size_of::<ResourceEntry>() == 88);
+    const _: () = assert!(offset_of!(ResourceEntry, uncompressed_size) == 0);
+    const _: () = assert!(offset_of!(ResourceEntry, compressed_size) == 8);
+    const _: () = assert!(offset_of!(ResourceEntry, offset) == 16);
+    const _: () = assert!(offset_of!(ResourceEntry, sha1_hash) == 24);
+    const _: () = assert!(offset_of!(ResourceEntry, part_number) == 44);
+    const _: () = assert!(offset_of!(ResourceEntry, reference_count) == 48);
+    const _: () = assert!(offset_of!(ResourceEntry, flags) == 52);
+    const _: () = assert!(offset_of!(ResourceEntry, raw_resource_offset_in_wim) == 56);
+    const _: () = assert!(offset_of!(ResourceEntry, raw_resource_compressed_size) == 64);
+    const _: () = assert!(offset_of!(ResourceEntry, raw_resource_uncompressed_size) == 72);
+    const _: () = assert!(offset_of!(ResourceEntry, reserved) == 80);
+
+    const _: () = assert!(size_of::<StreamEntry>() == 128);
+    const _: () = assert!(offset_of!(StreamEntry, stream_name) == 0);
+    const _: () = assert!(offset_of!(StreamEntry, resource) == 8);
+    const _: () = assert!(offset_of!(StreamEntry, reserved) == 96);
+
+    const _: () = assert!(size_of::<DirEntryRaw>() == 248);
+    const _: () = assert!(offset_of!(DirEntryRaw, filename) == 0);
+    const _: () = assert!(offset_of!(DirEntryRaw, dos_name) == 8);
+    const _: () = assert!(offset_of!(DirEntryRaw, full_path) == 16);
+    const _: () = assert!(offset_of!(DirEntryRaw, depth) == 24);
+    const _: () = assert!(offset_of!(DirEntryRaw, security_descriptor) == 32);
+    const _: () = assert!(offset_of!(DirEntryRaw, security_descriptor_size) == 40);
+    const _: () = assert!(offset_of!(DirEntryRaw, attributes) == 48);
+    const _: () = assert!(offset_of!(DirEntryRaw, reparse_tag) == 52);
+    const _: () = assert!(offset_of!(DirEntryRaw, num_links) == 56);
+    const _: () = assert!(offset_of!(DirEntryRaw, num_named_streams) == 60);
+    const _: () = assert!(offset_of!(DirEntryRaw, hard_link_group_id) == 64);
+    const _: () = assert!(offset_of!(DirEntryRaw, creation_time) == 72);
+    const _: () = assert!(offset_of!(DirEntryRaw, last_write_time) == 88);
+    const _: () = assert!(offset_of!(DirEntryRaw, last_access_time) == 104);
+    const _: () = assert!(offset_of!(DirEntryRaw, unix_uid) == 120);
+    const _: () = assert!(offset_of!(DirEntryRaw, unix_gid) == 124);
+    const _: () = assert!(offset_of!(DirEntryRaw, unix_mode) == 128);
+    const _: () = assert!(offset_of!(DirEntryRaw, unix_rdev) == 132);
+    const _: () = assert!(offset_of!(DirEntryRaw, object_id) == 136);
+    const _: () = assert!(offset_of!(DirEntryRaw, creation_time_high) == 200);
+    const _: () = assert!(offset_of!(DirEntryRaw, last_write_time_high) == 204);
+    const _: () = assert!(offset_of!(DirEntryRaw, last_access_time_high) == 208);
+    const _: () = assert!(offset_of!(DirEntryRaw, reserved2) == 212);
+    const _: () = assert!(offset_of!(DirEntryRaw, reserved) == 216);
+    const _: () = assert!(offset_of!(DirEntryRaw, streams) == 248);
+
+    const _: () = assert!(size_of::<WimInfoRaw>() == 88);
+    const _: () = assert!(offset_of!(WimInfoRaw, guid) == 0);
+    const _: () = assert!(offset_of!(WimInfoRaw, image_count) == 16);
+    const _: () = assert!(offset_of!(WimInfoRaw, boot_index) == 20);
+    const _: () = assert!(offset_of!(WimInfoRaw, wim_version) == 24);
+    const _: () = assert!(offset_of!(WimInfoRaw, chunk_size) == 28);
+    const _: () = assert!(offset_of!(WimInfoRaw, part_number) == 32);
+    const _: () = assert!(offset_of!(WimInfoRaw, total_parts) == 34);
+    const _: () = assert!(offset_of!(WimInfoRaw, compression_type) == 36);
+    const _: () = assert!(offset_of!(WimInfoRaw, total_bytes) == 40);
+    const _: () = assert!(offset_of!(WimInfoRaw, flags) == 48);
+    const _: () = assert!(offset_of!(WimInfoRaw, reserved) == 52);
+
+    const _: () = assert!(size_of::<AddCommand>() == 32);
+    const _: () = assert!(offset_of!(AddCommand, fs_source_path) == 0);
+    const _: () = assert!(offset_of!(AddCommand, wim_target_path) == 8);
+    const _: () = assert!(offset_of!(AddCommand, config_file) == 16);
+    const _: () = assert!(offset_of!(AddCommand, add_flags) == 24);
+    const _: () = assert!(size_of::<DeleteCommand>() == 16);
+    const _: () = assert!(offset_of!(DeleteCommand, wim_path) == 0);
+    const _: () = assert!(offset_of!(DeleteCommand, delete_flags) == 8);
+    const _: () = assert!(size_of::<RenameCommand>() == 24);
+    const _: () = assert!(offset_of!(RenameCommand, wim_source_path) == 0);
+    const _: () = assert!(offset_of!(RenameCommand, wim_target_path) == 8);
+    const _: () = assert!(offset_of!(RenameCommand, rename_flags) == 16);
+    const _: () = assert!(size_of::<UpdateCommandRaw>() == 40);
+    const _: () = assert!(offset_of!(UpdateCommandRaw, op) == 0);
+    const _: () = assert!(offset_of!(UpdateCommandRaw, u) == 8);
+
+    const _: () = assert!(size_of::<ProgressWriteStreams>() == 56);
+    const _: () = assert!(offset_of!(ProgressWriteStreams, completed_bytes) == 16);
+    const _: () = assert!(offset_of!(ProgressWriteStreams, completed_compressed_bytes) == 48);
+    const _: () = assert!(size_of::<ProgressUpdate>() == 24);
+    const _: () = assert!(offset_of!(ProgressUpdate, completed_commands) == 8);
+    const _: () = assert!(offset_of!(ProgressUpdate, total_commands) == 16);
+    const _: () = assert!(size_of::<ProgressIntegrity>() == 40);
+    const _: () = assert!(offset_of!(ProgressIntegrity, filename) == 32);
+    // The C union is 112 bytes; the members declared here fit inside it.
+    const _: () = assert!(size_of::<ProgressInfo>() <= 112);
+}
+
+/// The size of the first stream entry of the dentry at `d`, read through
+/// raw pointers: the stream array trails the fixed part of the structure,
+/// so it is reached from the pointer wimlib passed (whose provenance covers
+/// the whole allocation), never through a reference to the fixed part.
+///
+/// # Safety
+/// `d` must be a dentry wimlib passed to an iteration callback, valid for
+/// the call.
+unsafe fn first_stream_size(d: *const DirEntryRaw) -> u64 {
+    // SAFETY: per the contract, `d` is valid; `addr_of!` takes the field's
+    // address without creating a reference. wimlib.h: "The first entry will
+    // always exist", directly after the fixed part (offset 248, checked
+    // above).
+    unsafe {
+        let streams = std::ptr::addr_of!((*d).streams) as *const StreamEntry;
+        std::ptr::addr_of!((*streams).resource.uncompressed_size).read()
+    }
+}
+
 /// `wimlib_progress_func_t`: `enum wimlib_progress_status (*)(enum
 /// wimlib_progress_msg, union wimlib_progress_info *, void *)`; both enums
 /// are `int`-sized (all their values fit in an `int`).
@@ -270,6 +387,7 @@ unsafe extern "C" {
         dest_description: *const c_char,
         export_flags: c_int,
     ) -> c_int;
+    fn wimlib_verify_wim(wim: *mut WimStruct, verify_flags: c_int) -> c_int;
     fn wimlib_write(
         wim: *mut WimStruct,
         path: *const c_char,
@@ -717,7 +835,9 @@ impl Wim {
         extern "C" fn collect(d: *const DirEntryRaw, ctx: *mut c_void) -> c_int {
             // SAFETY: wimlib passes a valid dentry for the duration of the
             // call, and `ctx` is the `&mut Vec<TreeEntry>` given below.
-            let (d, out) = unsafe { (&*d, &mut *(ctx as *mut Vec<TreeEntry>)) };
+            let (dp, out) = (d, unsafe { &mut *(ctx as *mut Vec<TreeEntry>) });
+            // SAFETY: as above; the reference covers only the fixed part.
+            let d = unsafe { &*dp };
             let full_path = if d.full_path.is_null() {
                 String::new()
             } else {
@@ -726,9 +846,8 @@ impl Wim {
                     .to_string_lossy()
                     .into_owned()
             };
-            // SAFETY: the first stream entry always exists (wimlib.h: "The
-            // first entry will always exist"), directly after the struct.
-            let size = unsafe { (*d.streams.as_ptr()).resource.uncompressed_size };
+            // SAFETY: `dp` is the dentry wimlib passed to this callback.
+            let size = unsafe { first_stream_size(dp) };
             out.push(TreeEntry {
                 full_path,
                 attributes: d.attributes,
@@ -1011,6 +1130,15 @@ impl Wim {
         let code =
             unsafe { wimlib_export_image(self.ptr, image, dest.ptr, n.as_ptr(), d.as_ptr(), 0) };
         check("wimlib_export_image", code)
+    }
+
+    /// Verifies the whole WIM as `wimlib-imagex verify` does: every image's
+    /// metadata, and every blob read back and checked against its SHA-1.
+    pub fn verify(&mut self) -> Result<(), WimError> {
+        // SAFETY: live WIMStruct; no flags are defined.
+        let code = unsafe { wimlib_verify_wim(self.ptr, 0) };
+        self.finish_progress();
+        check("wimlib_verify_wim", code)
     }
 
     /// Writes the WIM (every image) to a new file.

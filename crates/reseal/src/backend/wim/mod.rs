@@ -26,6 +26,7 @@ mod ffi;
 mod keep;
 
 mod all;
+pub mod layout;
 pub use all::{generalize_all_images, generalize_all_images_with_progress, image_count};
 pub use export::export_copies;
 
@@ -153,6 +154,8 @@ struct State {
     wim: Wim,
     image: i32,
     tree: Tree,
+    /// The file's layout when it was opened.
+    layout: layout::Layout,
 }
 
 /// One image of a WIM file.
@@ -180,6 +183,12 @@ pub struct WimBackend {
     keep_metadata: bool,
     /// Where commits report their progress (none by default).
     progress: Option<Progress>,
+    /// Whether the WIM passed `wimlib_verify_wim` (done once, before the
+    /// first write).
+    verified: bool,
+    /// Test hook: the largest file a write may leave, instead of the
+    /// computed bound.
+    max_written_len: Option<u64>,
 }
 
 fn wim_err(path: &Path, action: &'static str, e: WimError) -> ResealError {
@@ -191,6 +200,7 @@ fn wim_err(path: &Path, action: &'static str, e: WimError) -> ResealError {
 }
 
 fn load(path: &Path, selector: &ImageSelector) -> Result<(State, Option<String>)> {
+    let layout = layout::check(path)?;
     let wim = Wim::open(path).map_err(|e| wim_err(path, "open the WIM", e))?;
     let info = wim
         .info()
@@ -243,7 +253,67 @@ fn load(path: &Path, selector: &ImageSelector) -> Result<(State, Option<String>)
             },
         );
     }
-    Ok((State { wim, image, tree }, name))
+    Ok((
+        State {
+            wim,
+            image,
+            tree,
+            layout,
+        },
+        name,
+    ))
+}
+
+/// Whether `output` names the same file as `input`: the same (device,
+/// inode) when both exist (a symbolic or hard link to the input counts),
+/// else the same canonical path (a missing output whose folder is the
+/// input's, under the same name).
+pub fn same_file(input: &Path, output: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(output)) {
+        return (a.dev(), a.ino()) == (b.dev(), b.ino());
+    }
+    let canon_out = match (output.parent(), output.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::canonicalize(dir).map(|d| d.join(name)).ok()
+        }
+        _ => None,
+    };
+    match (std::fs::canonicalize(input), canon_out) {
+        (Ok(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The refusal of an `--output` that is the input itself.
+pub fn refuse_output_onto_input(input: &Path, output: &Path) -> Result<()> {
+    if same_file(input, output) {
+        return Err(ResealError::InvalidInput {
+            what: output.display().to_string(),
+            message: format!(
+                "the output is the input WIM {} itself (same path, link or inode); writing a new WIM there would destroy the input: leave out --output to write in place, or name another file",
+                input.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Puts back the first bytes of a WIM written in place and cuts it to its
+/// old length: an append-mode write leaves the old contents before
+/// `old_len` as they were, so this restores the file exactly.
+fn restore_appended(path: &Path, header: &[u8], old_len: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(header)?;
+    f.set_len(old_len)?;
+    f.sync_all()
 }
 
 impl WimBackend {
@@ -266,6 +336,8 @@ impl WimBackend {
             fail_before_write: false,
             keep_metadata: true,
             progress: None,
+            verified: false,
+            max_written_len: None,
         })
     }
 
@@ -309,6 +381,13 @@ impl WimBackend {
     #[doc(hidden)]
     pub fn set_fail_before_write(&mut self, fail: bool) {
         self.fail_before_write = fail;
+    }
+
+    /// For tests: the largest file the next writes may leave, in place of
+    /// the bound computed from the WIM's layout (`None`: computed).
+    #[doc(hidden)]
+    pub fn set_max_written_len(&mut self, limit: Option<u64>) {
+        self.max_written_len = limit;
     }
 
     /// Image paths (stored case) that the last successful commit replaced
@@ -785,6 +864,9 @@ impl Backend for WimBackend {
         if changes.is_empty() {
             return Ok(());
         }
+        if let Some(out) = &self.output {
+            refuse_output_onto_input(&self.path, out)?;
+        }
         if self.output.is_none() {
             self.claim.for_write()?;
         }
@@ -796,8 +878,43 @@ impl Backend for WimBackend {
 
 impl WimBackend {
     fn commit_locked(&mut self, changes: &[FileChange]) -> Result<()> {
-        let stage = TempDir::new()?;
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if !self.verified {
+            // A WIM with a damaged resource is refused before anything is
+            // written (an append would carry the damage on unnoticed).
+            state.wim.verify().map_err(|e| ResealError::InvalidInput {
+                what: self.path.display().to_string(),
+                message: format!(
+                    "the WIM fails verification ({e}); it was not modified: repair or recapture it"
+                ),
+            })?;
+            self.verified = true;
+        }
+        let before = state.layout;
+        let data_bytes: u64 = changes
+            .iter()
+            .map(|c| match c {
+                FileChange::Write { data, .. } => data.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        let limit = self.max_written_len.unwrap_or_else(|| {
+            before
+                .file_len
+                .saturating_add(layout::growth_bound(&before, data_bytes))
+        });
+        let mut old_header = [0u8; layout::HEADER_LEN];
+        {
+            use std::io::Read;
+            std::fs::File::open(&self.path)
+                .and_then(|mut f| f.read_exact(&mut old_header))
+                .map_err(|source| ResealError::Io {
+                    path: self.path.clone(),
+                    action: "read the WIM header",
+                    source,
+                })?;
+        }
+        let stage = TempDir::new()?;
         let (cmds, replaced) = {
             let (wim, image) = (&state.wim, state.image);
             let sid = self.sid.clone();
@@ -883,6 +1000,36 @@ impl WimBackend {
                 }
             }
         })();
+        // The written file may not grow by more than the data plus bounded
+        // metadata; a larger one is undone (an appended WIM cut back to its
+        // old header and length, a new output removed).
+        let result = result.and_then(|()| {
+            let written = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+            if written <= limit {
+                return Ok(());
+            }
+            let undo = if self.output.is_some() {
+                std::fs::remove_file(&dest).map(|()| "the new file was removed")
+            } else if self.rebuild {
+                Ok("the rebuilt file stays (a rebuild cannot be undone)")
+            } else {
+                restore_appended(&dest, &old_header, before.file_len)
+                    .map(|()| "the WIM was restored to its old header and length")
+            };
+            Err(commit_err(
+                &first,
+                "check the written WIM's size",
+                format!(
+                    "the write made {} {written} bytes long, more than the {limit} bytes expected from {} input bytes, {data_bytes} bytes of new data and bounded metadata; {}",
+                    dest.display(),
+                    before.file_len,
+                    match undo {
+                        Ok(s) => s.to_string(),
+                        Err(e) => format!("UNDOING IT FAILED: {e}"),
+                    }
+                ),
+            ))
+        });
         // Reopen from disk either way: on failure this drops the in-memory
         // changes, on success it reads back what was written.
         let reopen_from = if result.is_ok() { &dest } else { &self.path };
