@@ -116,7 +116,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             | ResealError::UnsafePath { .. }
             | ResealError::NoInstall { .. }
             | ResealError::Hive { .. }
-            | ResealError::DiskFormat { .. } => EXIT_BAD_INPUT,
+            | ResealError::DiskFormat { .. }
+            | ResealError::Busy { .. }
+            | ResealError::NoSpace { .. } => EXIT_BAD_INPUT,
             ResealError::CommitFailed { .. }
             | ResealError::CheckFailed { .. }
             | ResealError::SidLeftover { .. }

@@ -65,7 +65,8 @@ fn personalize_refuses_then_personalizes_a_generalized_root() {
     // generalize: the report warns that copies share the SID.
     let (code, out, err) = reseal(&["generalize", p(&root), "--json"]);
     assert_eq!(code, 0, "{err}");
-    let report: Json = serde_json::from_str(&out).unwrap();
+    let doc: Json = serde_json::from_str(&out).unwrap();
+    let report = &doc["results"][0];
     let notices = report["notices"].as_array().unwrap();
     assert!(
         notices
@@ -78,7 +79,8 @@ fn personalize_refuses_then_personalizes_a_generalized_root() {
         .unwrap()
         .to_string();
     let (_, out, _) = reseal(&["inspect", p(&root), "--json"]);
-    let inspect: Json = serde_json::from_str(&out).unwrap();
+    let doc: Json = serde_json::from_str(&out).unwrap();
+    let inspect = &doc["results"][0]["installs"];
     assert_eq!(inspect[0]["description"]["generalized"], true);
     assert_eq!(inspect[0]["description"]["reseal"]["generalized"], true);
     assert_eq!(
@@ -102,7 +104,7 @@ fn personalize_refuses_then_personalizes_a_generalized_root() {
     assert_eq!(code, 0, "{err}");
     let doc: Json = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["command"], "personalize");
-    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["schema"], 2);
     let r = &doc["results"][0];
     assert_eq!(r["name"], "WEB-01");
     assert_eq!(r["sid"][0]["old"].as_str(), Some(generalized_sid.as_str()));
