@@ -379,6 +379,7 @@ unsafe extern "C" {
     ) -> c_int;
     fn wimlib_overwrite(wim: *mut WimStruct, flags: c_int, threads: c_uint) -> c_int;
     fn wimlib_create_new_wim(ctype: c_int, wim_ret: *mut *mut WimStruct) -> c_int;
+    fn wimlib_global_init(init_flags: c_int) -> c_int;
     fn wimlib_export_image(
         src_wim: *mut WimStruct,
         src_image: c_int,
@@ -751,9 +752,19 @@ impl Drop for Wim {
     }
 }
 
+/// Initializes wimlib once per process, before its first use from any
+/// thread (wimlib does it lazily too, but not in a thread-safe way).
+fn global_init() -> Result<(), WimError> {
+    static INIT: std::sync::OnceLock<c_int> = std::sync::OnceLock::new();
+    // SAFETY: called exactly once (OnceLock), with no flags.
+    let code = *INIT.get_or_init(|| unsafe { wimlib_global_init(0) });
+    check("wimlib_global_init", code)
+}
+
 impl Wim {
     /// Opens a WIM file (read access; writing checks access at commit).
     pub fn open(path: &Path) -> Result<Wim, WimError> {
+        global_init()?;
         let c = cpath("wimlib_open_wim", path)?;
         let mut ptr: *mut WimStruct = std::ptr::null_mut();
         // SAFETY: `c` is a valid NUL-terminated string and `ptr` a valid
@@ -1102,6 +1113,7 @@ impl Wim {
     /// A new WIM with no image, compressing with wimlib's compression
     /// type `ctype` (as [`WimInfo::compression_type`] reports it).
     pub fn create_new(ctype: i32) -> Result<Wim, WimError> {
+        global_init()?;
         let mut ptr: *mut WimStruct = std::ptr::null_mut();
         // SAFETY: `ptr` is a valid out-pointer; on success wimlib stores an
         // owned WIMStruct in it.

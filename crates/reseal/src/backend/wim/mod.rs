@@ -115,6 +115,7 @@ impl TempDir {
     fn new() -> Result<TempDir> {
         use std::os::unix::fs::DirBuilderExt;
         let base = std::env::temp_dir();
+        remove_stale_temp_dirs(&base);
         let mut last = None;
         for _ in 0..16 {
             let mut r = [0u8; 8];
@@ -141,6 +142,37 @@ impl TempDir {
     }
     fn path(&self) -> &Path {
         &self.0
+    }
+}
+
+/// Removes the private temporary directories (`reseal-wim-<pid>-<random>`)
+/// that runs killed before they could clean up left in `base`: those whose
+/// process is gone (no `/proc/<pid>`; where `/proc` is not there, nothing
+/// is removed). A directory of a live process, or one that merely shares
+/// the prefix, is left alone.
+fn remove_stale_temp_dirs(base: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("reseal-wim-")) else {
+            continue;
+        };
+        let Some((pid, random)) = rest.split_once('-') else {
+            continue;
+        };
+        let pid_ok = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+        let random_ok = random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit());
+        if !pid_ok || !random_ok || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -1051,5 +1083,28 @@ impl WimBackend {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    #[test]
+    fn stale_temp_dirs_of_dead_runs_are_removed() {
+        let base = tempfile::tempdir().expect("tmp");
+        let dead = base.path().join("reseal-wim-999999999-0123456789abcdef");
+        let live = base.path().join(format!(
+            "reseal-wim-{}-0123456789abcdef",
+            std::process::id()
+        ));
+        let other = base.path().join("reseal-wim-notours");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir(d).expect("mkdir");
+            std::fs::write(d.join("SOFTWARE"), b"regf").expect("write");
+        }
+        remove_stale_temp_dirs(base.path());
+        assert!(!dead.exists(), "a dead run's folder is removed");
+        assert!(live.exists() && other.exists(), "others are kept");
     }
 }
