@@ -542,8 +542,8 @@ fn shadowing_answer_files(ctx: &PlanContext) -> Vec<String> {
 /// files are not personalized in place (their unreplaced entries' ACLs
 /// cannot be rewritten): stamp them instead.
 ///
-/// Disk images are planned in full first (a dry run per partition), so a
-/// refusal on one partition writes nothing to any.
+/// A disk with several installs is planned in full first (a dry run per
+/// partition), so a refusal on one partition writes nothing to any.
 pub fn personalize(
     path: &Path,
     kind: Option<ImageKind>,
@@ -590,8 +590,10 @@ pub fn personalize(
                 seed: opts.seed.map(|s| derive_seed(s, i)),
                 ..opts.clone()
             };
-            // Plan everything first: a refusal writes nothing anywhere.
-            for (i, &n) in parts.iter().enumerate() {
+            // With several installs, plan them all first: a refusal of one
+            // writes nothing to any. (One install is refused before its
+            // own commit anyway.)
+            for (i, &n) in parts.iter().enumerate().filter(|_| parts.len() > 1) {
                 let mut b = DiskBackend::open(path, Some(n))?;
                 personalize_backend(
                     &mut b,
