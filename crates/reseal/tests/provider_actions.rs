@@ -392,7 +392,7 @@ fn mode_vm_honours_the_exclusion() {
     let mut b = DirBackend::open(&root).unwrap();
     let report = generalize(&mut b, &options).unwrap();
     assert_eq!(report.outcome, Outcome::Done);
-    // The vm-excluded entry is skipped; the others are carried out.
+    // The vm-excluded entry is left alone; the others are carried out.
     assert!(
         root.join("ProgramData/Contoso/HardwareState/slot.bin")
             .is_file()
