@@ -798,6 +798,42 @@ pub fn build_wims(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A self-relative security descriptor owned by account `rid` of the
+/// domain `domain` (`S-1-5-21-A-B-C`), group SYSTEM, whose DACL grants that
+/// account full access: what Windows gives a local user's files.
+///
+/// ```
+/// let sd = reseal_testkit::descriptor_owned_by("S-1-5-21-1-2-3", 1001);
+/// assert_eq!(&sd[..2], &[1, 0]);
+/// ```
+pub fn descriptor_owned_by(domain: &str, rid: u32) -> Vec<u8> {
+    let sid: Sid = format!("{domain}-{rid}")
+        .parse()
+        .unwrap_or_else(|e| panic!("{domain}-{rid}: {e}"));
+    let owner = sid.to_bytes();
+    let group = vec![1u8, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
+    let mut ace = vec![0u8, 0x03];
+    ace.extend_from_slice(&((8 + owner.len()) as u16).to_le_bytes());
+    ace.extend_from_slice(&0x001F_01FFu32.to_le_bytes());
+    ace.extend_from_slice(&owner);
+    let mut acl = vec![2u8, 0];
+    acl.extend_from_slice(&((8 + ace.len()) as u16).to_le_bytes());
+    acl.extend_from_slice(&1u16.to_le_bytes());
+    acl.extend_from_slice(&0u16.to_le_bytes());
+    acl.extend(ace);
+    let mut sd = vec![1u8, 0, 0x04, 0x80];
+    let o = 20u32;
+    let g = o + owner.len() as u32;
+    let d = g + group.len() as u32;
+    for x in [o, g, 0, d] {
+        sd.extend_from_slice(&x.to_le_bytes());
+    }
+    sd.extend(owner);
+    sd.extend(group);
+    sd.extend(acl);
+    sd
+}
+
 /// Whether the running test may use something it needs (a tool, the
 /// corpus): returns `available` when it is; otherwise prints why the test
 /// is skipped and returns `false` — except under `CI=true`, where a test

@@ -62,41 +62,6 @@ fn copy(src: &Path, dir: &Path) -> PathBuf {
     dst
 }
 
-/// Owner = the machine's account RID 1001, DACL granting it full access.
-fn sd_for(domain: &str, rid: u32) -> Vec<u8> {
-    let subs: Vec<u32> = domain
-        .trim_start_matches("S-1-5-")
-        .split('-')
-        .map(|x| x.parse().unwrap())
-        .chain([rid])
-        .collect();
-    let mut owner = vec![1u8, subs.len() as u8, 0, 0, 0, 0, 0, 5];
-    for s in &subs {
-        owner.extend_from_slice(&s.to_le_bytes());
-    }
-    let group = vec![1u8, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
-    let mut ace = vec![0u8, 0x03];
-    ace.extend_from_slice(&((8 + owner.len()) as u16).to_le_bytes());
-    ace.extend_from_slice(&0x001F01FFu32.to_le_bytes());
-    ace.extend_from_slice(&owner);
-    let mut acl = vec![2u8, 0];
-    acl.extend_from_slice(&((8 + ace.len()) as u16).to_le_bytes());
-    acl.extend_from_slice(&1u16.to_le_bytes());
-    acl.extend_from_slice(&0u16.to_le_bytes());
-    acl.extend(ace);
-    let mut sd = vec![1u8, 0, 0x04, 0x80];
-    let o = 20u32;
-    let g = o + owner.len() as u32;
-    let d = g + group.len() as u32;
-    for x in [o, g, 0, d] {
-        sd.extend_from_slice(&x.to_le_bytes());
-    }
-    sd.extend(owner);
-    sd.extend(group);
-    sd.extend(acl);
-    sd
-}
-
 /// Gives a file of the image a descriptor naming the old machine SID.
 fn seed_acl(img: &Path, path: &str) {
     let disk = open_image(img, Access::ReadWrite).unwrap();
@@ -104,8 +69,11 @@ fn seed_acl(img: &Path, path: &str) {
     let mut w = NtfsWriter::mount(OverlayDisk::new(part), "seed")
         .map_err(|(e, _)| e)
         .unwrap();
-    w.set_security(path, &sd_for(SAMPLE_MACHINE_SID, 1001))
-        .unwrap();
+    w.set_security(
+        path,
+        &reseal_testkit::descriptor_owned_by(SAMPLE_MACHINE_SID, 1001),
+    )
+    .unwrap();
     let (res, mut dev) = w.unmount();
     res.unwrap();
     dev.persist().unwrap();

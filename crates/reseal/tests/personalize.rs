@@ -83,40 +83,14 @@ fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> String {
     text
 }
 
-/// Owner = account 1001 of `domain`, DACL granting it full access.
-fn sd_for(domain: &str, rid: u32) -> Vec<u8> {
-    let sid: Sid = format!("{domain}-{rid}").parse().unwrap();
-    let owner = sid.to_bytes();
-    let group = vec![1u8, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
-    let mut ace = vec![0u8, 0x03];
-    ace.extend_from_slice(&((8 + owner.len()) as u16).to_le_bytes());
-    ace.extend_from_slice(&0x001F01FFu32.to_le_bytes());
-    ace.extend_from_slice(&owner);
-    let mut acl = vec![2u8, 0];
-    acl.extend_from_slice(&((8 + ace.len()) as u16).to_le_bytes());
-    acl.extend_from_slice(&1u16.to_le_bytes());
-    acl.extend_from_slice(&0u16.to_le_bytes());
-    acl.extend(ace);
-    let mut sd = vec![1u8, 0, 0x04, 0x80];
-    let o = 20u32;
-    let g = o + owner.len() as u32;
-    let d = g + group.len() as u32;
-    for x in [o, g, 0, d] {
-        sd.extend_from_slice(&x.to_le_bytes());
-    }
-    sd.extend(owner);
-    sd.extend(group);
-    sd.extend(acl);
-    sd
-}
-
 fn seed_acl(img: &Path, path: &str, domain: &str) {
     let disk = open_image(img, Access::ReadWrite).unwrap();
     let part = PartitionDevice::new(disk, DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE).unwrap();
     let mut w = NtfsWriter::mount(OverlayDisk::new(part), "seed")
         .map_err(|(e, _)| e)
         .unwrap();
-    w.set_security(path, &sd_for(domain, 1001)).unwrap();
+    w.set_security(path, &reseal_testkit::descriptor_owned_by(domain, 1001))
+        .unwrap();
     let (res, mut dev) = w.unmount();
     res.unwrap();
     dev.persist().unwrap();
