@@ -5,8 +5,21 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The workspace root (the parent of this crate's directory).
+/// The workspace root of the checkout the task runs in: the nearest
+/// folder, from the current directory up, whose `Cargo.toml` declares the
+/// workspace with an `xtask` member (`cargo xtask` runs from anywhere in
+/// the checkout). Found at run time, so a copied checkout works on itself;
+/// the folder this binary was built from is only the fallback.
 pub fn root() -> PathBuf {
+    let is_root = |d: &Path| {
+        std::fs::read_to_string(d.join("Cargo.toml"))
+            .is_ok_and(|t| t.contains("[workspace]") && t.contains("\"xtask\""))
+    };
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(d) = cwd.ancestors().find(|d| is_root(d)) {
+            return d.to_path_buf();
+        }
+    }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.parent().unwrap_or(here).to_path_buf()
 }
