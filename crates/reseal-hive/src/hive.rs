@@ -309,12 +309,47 @@ impl Hive {
     }
 }
 
+/// The largest hive or log file read (1 GiB): real hives stay far below
+/// (the largest SOFTWARE hives are a few hundred MiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Reads a hive or log file: only a regular file (a FIFO, device, socket or
+/// directory is refused before it is opened, so nothing blocks or reads
+/// without end), of at most [`MAX_FILE_BYTES`].
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| HiveError::Io {
+    use std::io::Read;
+    let err = |source: std::io::Error| HiveError::Io {
         file: path.to_path_buf(),
         action: "read",
         source,
-    })
+    };
+    let refuse = |what: String| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, what));
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a directory, FIFO, device or socket is not read as a hive)".into(),
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(refuse(format!(
+            "{} bytes, more than the {MAX_FILE_BYTES} bytes a hive or log may have",
+            meta.len()
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(err)?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(refuse(format!(
+            "grew past {MAX_FILE_BYTES} bytes while being read"
+        )));
+    }
+    Ok(bytes)
 }
 
 fn read_logs(path: &Path) -> Result<Vec<LogFile>> {
