@@ -15,10 +15,10 @@ pub fn root() -> PathBuf {
         std::fs::read_to_string(d.join("Cargo.toml"))
             .is_ok_and(|t| t.contains("[workspace]") && t.contains("\"xtask\""))
     };
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Some(d) = cwd.ancestors().find(|d| is_root(d)) {
-            return d.to_path_buf();
-        }
+    if let Ok(cwd) = std::env::current_dir()
+        && let Some(d) = cwd.ancestors().find(|d| is_root(d))
+    {
+        return d.to_path_buf();
     }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.parent().unwrap_or(here).to_path_buf()
