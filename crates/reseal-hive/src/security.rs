@@ -1235,8 +1235,6 @@ mod tests {
     use crate::bytes::i32_at;
     use proptest::prelude::*;
 
-    const CORPUS: &str = "/work/shared/corpus";
-
     fn sid(s: &str) -> Sid {
         Sid::parse(s).unwrap()
     }
@@ -1866,7 +1864,11 @@ mod tests {
 
     #[test]
     fn real_hive_descriptors() {
-        let root = std::path::Path::new(CORPUS);
+        let corpus = reseal_testkit::corpus_dir();
+        if !reseal_testkit::require(corpus.is_some(), "the shared corpus") {
+            return;
+        }
+        let root = corpus.unwrap_or_default();
         let mut total = 0;
         let mut rewritten = 0;
         let mut files = Vec::new();

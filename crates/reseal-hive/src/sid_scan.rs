@@ -1019,7 +1019,7 @@ mod tests {
         }
         measure("synthetic, digit- and SID-heavy", &data, &d);
         // Real hives from the test corpus, repeated to the same size.
-        let root = std::path::Path::new(CORPUS);
+        let root = reseal_testkit::corpus_dir().unwrap_or_default();
         let mut real = Vec::new();
         for p in [
             "DFIRArtifactMuseum/Windows/Registry/Win10/BelkasoftCTF_InsiderThreat/DEFAULT",
@@ -1040,8 +1040,6 @@ mod tests {
             measure("real hives", &real, &d);
         }
     }
-
-    const CORPUS: &str = "/work/shared/corpus";
 
     fn measure(label: &str, data: &[u8], d: &Sid) {
         let t = std::time::Instant::now();
