@@ -39,15 +39,6 @@ fn killed_run(syscall: &str, n: usize, path: &Path) -> i32 {
         .unwrap_or(-1)
 }
 
-fn leftovers(root: &Path) -> Vec<String> {
-    snapshot(root)
-        .unwrap()
-        .into_keys()
-        .map(|p| p.display().to_string())
-        .filter(|p| p.contains(".reseal-"))
-        .collect()
-}
-
 #[test]
 fn a_directory_run_killed_at_a_rename_is_undone_by_the_next_inspect() {
     if !require_tool("strace") {
@@ -67,9 +58,9 @@ fn a_directory_run_killed_at_a_rename_is_undone_by_the_next_inspect() {
         let d = snapshot_diff(&before, &snapshot(&root).unwrap());
         assert!(d.is_empty(), "rename {n}: not as before: {d:?}");
         assert!(
-            leftovers(&root).is_empty(),
+            reseal_testkit::reseal_leftovers(&root).is_empty(),
             "rename {n}: {:?}",
-            leftovers(&root)
+            reseal_testkit::reseal_leftovers(&root)
         );
         let (code, out) = reseal(&["generalize"], &root);
         assert_eq!(code, 0, "rename {n}: re-run: {out}");

@@ -798,6 +798,46 @@ pub fn build_wims(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The sample Windows root as raw, VHD and VHDX disk images
+/// ([`build_disk_images`]), built once per test process in a private
+/// temporary folder; tests copy them ([`copy_into`]) before changing them.
+pub fn sample_disk_images() -> &'static [PathBuf] {
+    static IMAGES: std::sync::OnceLock<(tempfile::TempDir, Vec<PathBuf>)> =
+        std::sync::OnceLock::new();
+    let (_, images) = IMAGES.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary folder: {e}"));
+        let root = tmp.path().join("root");
+        build_windows_root(&root, None).unwrap_or_else(|e| panic!("sample root: {e:#}"));
+        let images = build_disk_images(&root, &tmp.path().join("disk"))
+            .unwrap_or_else(|e| panic!("disk images: {e:#}"));
+        (tmp, images)
+    });
+    images
+}
+
+/// Copies the file `src` into the folder `dir` under its own name and
+/// returns the copy's path.
+pub fn copy_into(src: &Path, dir: &Path) -> PathBuf {
+    let name = src
+        .file_name()
+        .unwrap_or_else(|| panic!("{}: no file name", src.display()));
+    let dst = dir.join(name);
+    fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    dst
+}
+
+/// Files a commit leaves beside its targets while it runs
+/// (`.reseal-new-*`, `.reseal-old-*`, journals): after a finished or
+/// recovered run there must be none.
+pub fn reseal_leftovers(root: &Path) -> Vec<String> {
+    snapshot(root)
+        .unwrap_or_else(|e| panic!("snapshot {}: {e:#}", root.display()))
+        .into_keys()
+        .map(|p| p.display().to_string())
+        .filter(|p| p.contains(".reseal-"))
+        .collect()
+}
+
 /// A self-relative security descriptor owned by account `rid` of the
 /// domain `domain` (`S-1-5-21-A-B-C`), group SYSTEM, whose DACL grants that
 /// account full access: what Windows gives a local user's files.

@@ -55,15 +55,6 @@ fn hive_names(hive: &Path, sid: &str) -> bool {
     text.contains(&hex) || text.contains(&txt)
 }
 
-fn no_leftovers(root: &Path) -> Vec<String> {
-    snapshot(root)
-        .unwrap()
-        .into_keys()
-        .map(|p| p.display().to_string())
-        .filter(|p| p.contains(".reseal-"))
-        .collect()
-}
-
 #[test]
 fn a_killed_generalize_is_undone_or_finished_and_a_rerun_is_consistent() {
     if !require_tool("hivexregedit") {
@@ -99,9 +90,9 @@ fn a_killed_generalize_is_undone_or_finished_and_a_rerun_is_consistent() {
         let rec = b.recovery().cloned().expect("recovered");
         drop(b);
         assert!(
-            no_leftovers(&root).is_empty(),
+            reseal_testkit::reseal_leftovers(&root).is_empty(),
             "step {n}: {:?}",
-            no_leftovers(&root)
+            reseal_testkit::reseal_leftovers(&root)
         );
         let cfg = root.join("Windows/System32/config");
         match rec {

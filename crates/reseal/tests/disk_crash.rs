@@ -7,39 +7,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use reseal::backend::disk::{DiskBackend, Replay};
 use reseal::backend::{Backend, FileChange};
-use reseal_testkit::{
-    DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, build_disk_images, build_windows_root, require,
-    require_tool,
-};
+use reseal_testkit::{DISK_PARTITION_OFFSET, DISK_PARTITION_SIZE, require, require_tool};
 
 const SAM: &str = "Windows\\System32\\config\\SAM";
 const NEW: &str = "Windows\\crash-test.bin";
-
-struct Fixtures {
-    _tmp: tempfile::TempDir,
-    images: Vec<PathBuf>,
-}
-
-fn fixtures() -> &'static Fixtures {
-    static F: OnceLock<Fixtures> = OnceLock::new();
-    F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        build_windows_root(&root, None).unwrap();
-        let images = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
-        Fixtures { _tmp: tmp, images }
-    })
-}
-
-fn copy(src: &Path, dir: &Path) -> PathBuf {
-    let dst = dir.join(src.file_name().unwrap());
-    std::fs::copy(src, &dst).unwrap();
-    dst
-}
 
 fn journal_of(img: &Path) -> PathBuf {
     let mut n = img.file_name().unwrap().to_os_string();
@@ -125,16 +99,18 @@ fn ntfscat(img: &Path, dir: &Path, inner: &str) -> Vec<u8> {
 
 #[test]
 fn a_kill_during_the_in_place_write_is_finished_by_the_next_open() {
-    if !require(!fixtures().images.is_empty(), "disk image tools")
-        || !require_tool("ntfscat")
+    if !require(
+        !reseal_testkit::sample_disk_images().is_empty(),
+        "disk image tools",
+    ) || !require_tool("ntfscat")
         || !require_tool("qemu-img")
     {
         return;
     }
-    for src in &fixtures().images {
+    for src in reseal_testkit::sample_disk_images() {
         for kill_at in [1usize, 3] {
             let dir = tempfile::tempdir().unwrap();
-            let img = copy(src, dir.path());
+            let img = reseal_testkit::copy_into(src, dir.path());
             let mut b = DiskBackend::open(&img, None).unwrap();
             assert_eq!(b.replay(), None);
             let c = changes(&b.read(SAM).unwrap());
@@ -162,12 +138,15 @@ fn a_kill_during_the_in_place_write_is_finished_by_the_next_open() {
 
 #[test]
 fn a_torn_journal_is_discarded_and_the_image_is_untouched() {
-    if !require(!fixtures().images.is_empty(), "disk image tools") {
+    if !require(
+        !reseal_testkit::sample_disk_images().is_empty(),
+        "disk image tools",
+    ) {
         return;
     }
-    for src in &fixtures().images {
+    for src in reseal_testkit::sample_disk_images() {
         let dir = tempfile::tempdir().unwrap();
-        let img = copy(src, dir.path());
+        let img = reseal_testkit::copy_into(src, dir.path());
         let before = std::fs::read(&img).unwrap();
         let mut b = DiskBackend::open(&img, None).unwrap();
         let c = changes(&b.read(SAM).unwrap());
@@ -192,11 +171,14 @@ fn a_torn_journal_is_discarded_and_the_image_is_untouched() {
 
 #[test]
 fn a_finished_commit_leaves_no_journal() {
-    if !require(!fixtures().images.is_empty(), "disk image tools") {
+    if !require(
+        !reseal_testkit::sample_disk_images().is_empty(),
+        "disk image tools",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = copy(&fixtures().images[0], dir.path());
+    let img = reseal_testkit::copy_into(&reseal_testkit::sample_disk_images()[0], dir.path());
     let mut b = DiskBackend::open(&img, None).unwrap();
     let c = changes(&b.read(SAM).unwrap());
     b.commit(&c).unwrap();

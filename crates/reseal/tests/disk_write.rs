@@ -55,13 +55,6 @@ fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> String {
     text
 }
 
-/// A copy of a fixture image in `dir`.
-fn copy(src: &Path, dir: &Path) -> PathBuf {
-    let dst = dir.join(src.file_name().unwrap());
-    std::fs::copy(src, &dst).unwrap();
-    dst
-}
-
 /// Gives a file of the image a descriptor naming the old machine SID.
 fn seed_acl(img: &Path, path: &str) {
     let disk = open_image(img, Access::ReadWrite).unwrap();
@@ -114,7 +107,7 @@ fn generalize_raw_vhd_vhdx_in_place() {
     let Some(f) = fixtures() else { return };
     for src in &f.images {
         let tmp = tempfile::tempdir().unwrap();
-        let img = copy(src, tmp.path());
+        let img = reseal_testkit::copy_into(src, tmp.path());
         let ext = img.extension().unwrap().to_string_lossy().to_string();
         let acl_file = "Windows\\System32\\config\\SAM";
         seed_acl(&img, acl_file);
@@ -212,7 +205,7 @@ fn failure_before_the_write_leaves_the_image_untouched() {
     let Some(f) = fixtures() else { return };
     for src in &f.images {
         let tmp = tempfile::tempdir().unwrap();
-        let img = copy(src, tmp.path());
+        let img = reseal_testkit::copy_into(src, tmp.path());
         let before = std::fs::read(&img).unwrap();
         let mut b = DiskBackend::open(&img, None).unwrap();
         // Renaming onto an existing file fails inside the NTFS session,

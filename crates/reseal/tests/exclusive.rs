@@ -4,9 +4,8 @@
 //! commit is refused when the image changed after it was read.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reseal::ResealError;
@@ -14,31 +13,9 @@ use reseal::backend::dir::DirBackend;
 use reseal::backend::disk::DiskBackend;
 use reseal::backend::{Backend, FileChange};
 use reseal::lock::{ImageLock, LockLevel};
-use reseal_testkit::{build_disk_images, build_windows_root, require, require_tool};
+use reseal_testkit::{build_windows_root, require, require_tool};
 
 const SAM: &str = "Windows\\System32\\config\\SAM";
-
-struct Fixtures {
-    _tmp: tempfile::TempDir,
-    images: Vec<PathBuf>,
-}
-
-fn fixtures() -> &'static Fixtures {
-    static F: OnceLock<Fixtures> = OnceLock::new();
-    F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        build_windows_root(&root, None).unwrap();
-        let images = build_disk_images(&root, &tmp.path().join("disk")).unwrap();
-        Fixtures { _tmp: tmp, images }
-    })
-}
-
-fn copy(src: &Path, dir: &Path) -> PathBuf {
-    let dst = dir.join(src.file_name().unwrap());
-    std::fs::copy(src, &dst).unwrap();
-    dst
-}
 
 fn format_of(p: &Path) -> &'static str {
     match p.extension().and_then(|e| e.to_str()) {
@@ -81,12 +58,17 @@ fn qemu_holds(path: &Path) -> Child {
 
 #[test]
 fn an_image_held_by_qemu_is_refused_as_busy() {
-    if !require_tool("qemu-io") || !require(!fixtures().images.is_empty(), "disk image tools") {
+    if !require_tool("qemu-io")
+        || !require(
+            !reseal_testkit::sample_disk_images().is_empty(),
+            "disk image tools",
+        )
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for src in &fixtures().images {
-        let img = copy(src, dir.path());
+    for src in reseal_testkit::sample_disk_images() {
+        let img = reseal_testkit::copy_into(src, dir.path());
         let before = std::fs::read(&img).unwrap();
         let mut q = qemu_holds(&img);
         let e = DiskBackend::open(&img, None).unwrap_err();
@@ -107,12 +89,17 @@ fn an_image_held_by_qemu_is_refused_as_busy() {
 
 #[test]
 fn qemu_sees_the_write_lock() {
-    if !require_tool("qemu-img") || !require(!fixtures().images.is_empty(), "disk image tools") {
+    if !require_tool("qemu-img")
+        || !require(
+            !reseal_testkit::sample_disk_images().is_empty(),
+            "disk image tools",
+        )
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for src in &fixtures().images {
-        let img = copy(src, dir.path());
+    for src in reseal_testkit::sample_disk_images() {
+        let img = reseal_testkit::copy_into(src, dir.path());
         let lock = ImageLock::acquire(&img, LockLevel::Write).unwrap();
         let conv = dir.path().join("converted.raw");
         let convert = || {
@@ -204,10 +191,10 @@ fn a_second_reseal_process_is_refused_while_one_writes() {
     }])
     .unwrap();
 
-    if fixtures().images.is_empty() {
+    if reseal_testkit::sample_disk_images().is_empty() {
         return;
     }
-    let img = copy(&fixtures().images[0], tmp.path());
+    let img = reseal_testkit::copy_into(&reseal_testkit::sample_disk_images()[0], tmp.path());
     let mut holder = other_process_writes(&img);
     let e = DiskBackend::open(&img, None).unwrap_err();
     assert!(matches!(e, ResealError::Busy { .. }), "{e}");
@@ -244,10 +231,10 @@ fn a_commit_after_someone_else_changed_what_was_read_is_refused() {
         "the other run's file was kept"
     );
 
-    if fixtures().images.is_empty() {
+    if reseal_testkit::sample_disk_images().is_empty() {
         return;
     }
-    let img = copy(&fixtures().images[0], tmp.path());
+    let img = reseal_testkit::copy_into(&reseal_testkit::sample_disk_images()[0], tmp.path());
     let mut d = DiskBackend::open(&img, None).unwrap();
     let sam = d.read(SAM).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
