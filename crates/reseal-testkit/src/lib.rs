@@ -798,6 +798,31 @@ pub fn build_wims(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A fixed-seed xorshift64 generator for tests that need reproducible
+/// pseudo-random offsets, sizes and data (seed it with a non-zero value).
+///
+/// ```
+/// let mut r = reseal_testkit::XorShift(7);
+/// assert!(r.below(10) < 10);
+/// ```
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next value.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 /// The sample Windows root as raw, VHD and VHDX disk images
 /// ([`build_disk_images`]), built once per test process in a private
 /// temporary folder; tests copy them ([`copy_into`]) before changing them.

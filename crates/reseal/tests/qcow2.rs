@@ -125,19 +125,7 @@ fn hash(p: &Path) -> (u64, u32) {
     (b.len() as u64, disk::crc32(&b))
 }
 
-/// A fixed-seed xorshift generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use reseal_testkit::XorShift as Rng;
 
 /// Fills an image through qemu-io: patterned writes across cluster
 /// boundaries, and (version 3) zeroed ranges.

@@ -124,19 +124,7 @@ fn file_hash(p: &Path) -> (u64, u32) {
     (b.len() as u64, disk::crc32(&b))
 }
 
-/// A fixed-seed xorshift generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use reseal_testkit::XorShift as Rng;
 
 fn pattern(seed: u64, n: usize) -> Vec<u8> {
     let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
